@@ -1,0 +1,133 @@
+//! Command-line interface: clap commands, output format and exit codes.
+//!
+//! One file per command group; each defines its clap `Args` and a `run`
+//! function returning an [`Outcome`]. Exit codes: 0 success, 1 runtime
+//! failure, 2 invalid input (inventory, playbook or arguments).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod apply;
+mod check;
+mod images;
+mod lab;
+mod plan;
+
+/// How a command ended, mapped onto the documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Success,
+    /// Exit 1: something failed while running (a host, a download, libvirt).
+    Failed,
+    /// Exit 2: the input (inventory, playbook, arguments) is invalid.
+    InvalidInput,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> ExitCode {
+        match o {
+            Outcome::Success => ExitCode::SUCCESS,
+            Outcome::Failed => ExitCode::from(1),
+            Outcome::InvalidInput => ExitCode::from(2),
+        }
+    }
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when writing to a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalOpts {
+    /// More output (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Colour output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Directory with playbooks/, templates/ and images/ overriding the built-in ones.
+    #[arg(long, global = true, env = "EDGEFORGE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// edgeforge brings up edge sites: machines (libvirt VMs, Redfish bare metal or
+/// existing hosts), the OS, the virtualization layer, k3s and federation, all
+/// from one inventory file.
+#[derive(Debug, Parser)]
+#[command(name = "edgeforge", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate an inventory and report every problem at once.
+    Check(check::CheckArgs),
+    /// Print the ordered plan for an inventory without touching any host.
+    Plan(plan::PlanArgs),
+    /// Bring hosts to the state the playbooks describe.
+    Apply(apply::ApplyArgs),
+    /// Inventory tools (JSON Schema).
+    #[command(subcommand)]
+    Inventory(check::InventoryCommand),
+    /// Artifacts: pull, verify, bundle for air-gapped sites, build the base VM image.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
+    /// A lab of VMs on a libvirt host: up, status, down.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output.
+    Man,
+}
+
+/// Entry point of the `edgeforge` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Check(args) => check::run(&cli.global, args),
+        Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Apply(args) => apply::run(&cli.global, args),
+        Command::Inventory(cmd) => check::run_inventory(&cli.global, cmd),
+        Command::Images(cmd) => images::run(&cli.global, cmd),
+        Command::Lab(cmd) => lab::run(&cli.global, cmd),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "edgeforge", &mut std::io::stdout());
+            Outcome::Success
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => Outcome::Success,
+                Err(e) => {
+                    eprintln!("error: writing the man page: {e}");
+                    Outcome::Failed
+                }
+            }
+        }
+    };
+    outcome.into()
+}

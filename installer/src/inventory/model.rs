@@ -1,0 +1,479 @@
+//! The typed inventory, `apiVersion: edgeforge/v1`.
+//!
+//! These types are the one source of truth for the inventory format: serde
+//! reads them, schemars turns them into the JSON Schema that
+//! `edgeforge inventory schema` prints, and their doc comments are the field
+//! descriptions editors show. Every struct denies unknown fields.
+//!
+//! Values that errors must point at (names, addresses, references) are wrapped
+//! in [`Sp`], which keeps the line and column they were read from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The only `apiVersion` this build reads.
+pub const API_VERSION: &str = "edgeforge/v1";
+
+/// A whole inventory: the sites to bring up and everything needed to reach them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Inventory {
+    /// Format version; must be `edgeforge/v1`.
+    pub api_version: Sp<String>,
+    /// A name for this inventory, used in lock files, logs and the state directory.
+    #[serde(default)]
+    pub name: Option<Sp<String>>,
+    /// Versions of what gets installed; each must be in the artifact manifest.
+    #[serde(default)]
+    pub versions: Versions,
+    /// Settings every site and node inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Libvirt hosts that run the VM nodes.
+    #[serde(default)]
+    pub hypervisors: Vec<Hypervisor>,
+    /// SSH bastions that nodes reach through (`ssh.jump`).
+    #[serde(default)]
+    pub jump_hosts: Vec<JumpHost>,
+    /// The host every new cluster registers into.
+    #[serde(default)]
+    pub federation: Federation,
+    /// The edge sites, each with one cluster.
+    pub sites: Vec<Site>,
+}
+
+/// Versions of the stack's components.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Versions {
+    /// k3s release, e.g. `v1.31.4+k3s1`.
+    #[serde(default)]
+    pub k3s: Option<Sp<String>>,
+    /// Base OS image (artifact name) for VM nodes, e.g. `debian-12-base`.
+    #[serde(default)]
+    pub os_image: Option<Sp<String>>,
+}
+
+/// Inheritable settings: inventory `defaults` < site `defaults` < node.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Defaults {
+    /// How to reach nodes over SSH.
+    #[serde(default)]
+    pub ssh: SshSettings,
+    /// Size and image of VM nodes.
+    #[serde(default)]
+    pub vm: VmSettings,
+    /// k3s configuration.
+    #[serde(default)]
+    pub k3s: K3sSettings,
+    /// Labels added to every node (and to the cluster on the federation host).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// SSH connection settings. Every field is optional so that it can be layered.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshSettings {
+    /// Remote user (default `root`).
+    #[serde(default)]
+    pub user: Option<Sp<String>>,
+    /// TCP port (default 22).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Private key file (ed25519, ecdsa or rsa); `~` expands to the home directory.
+    #[serde(default)]
+    pub identity_file: Option<Sp<PathBuf>>,
+    /// Passphrase of the identity file, by reference.
+    #[serde(default)]
+    pub identity_passphrase: Option<SecretRef>,
+    /// Use keys from ssh-agent (`SSH_AUTH_SOCK`).
+    #[serde(default)]
+    pub agent: Option<bool>,
+    /// Jump hosts to go through, outermost first, by name from `jumpHosts`.
+    #[serde(default)]
+    pub jump: Option<Vec<Sp<String>>>,
+    /// How the host key is verified.
+    #[serde(default)]
+    pub host_key: Option<HostKeyPolicy>,
+    /// Run privileged steps through sudo.
+    #[serde(default)]
+    pub sudo: Option<Sudo>,
+    /// Seconds to wait for the TCP connection and SSH handshake (default 10).
+    #[serde(default)]
+    pub connect_timeout: Option<u32>,
+    /// Seconds between keepalives; a host that misses 3 is failed (default 15).
+    #[serde(default)]
+    pub keepalive: Option<u32>,
+}
+
+/// How a host key is checked. There is deliberately no way to skip the check.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostKeyPolicy {
+    /// A pinned key fingerprint, `SHA256:...` as `ssh-keygen -lf` prints it.
+    #[serde(default)]
+    pub fingerprint: Option<Sp<String>>,
+    /// An OpenSSH known_hosts file (hashed entries and `[host]:port` work).
+    #[serde(default)]
+    pub known_hosts: Option<Sp<PathBuf>>,
+    /// `strict` (default): the key must be known. `accept-new`: record the
+    /// first key seen in edgeforge's own known_hosts, refuse a changed one.
+    #[serde(default)]
+    pub policy: Option<HostKeyMode>,
+}
+
+/// Whether unknown host keys are accepted on first sight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyMode {
+    /// Only keys already known (pinned or in known_hosts) are accepted.
+    Strict,
+    /// Unknown keys are recorded on first connection; changed keys are refused.
+    AcceptNew,
+}
+
+/// Privilege escalation through sudo.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Sudo {
+    /// Use sudo for privileged steps (default true when the user is not root).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The sudo password, by reference; fed on stdin, never on a command line.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+}
+
+/// A secret, always by reference and never inline.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum SecretRef {
+    /// Read from this environment variable.
+    Env(String),
+    /// Read from this file (trailing newline removed).
+    File(PathBuf),
+}
+
+/// Size and image of a VM node.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmSettings {
+    /// Virtual CPUs (default 2).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Memory in MiB (default 1024).
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Root disk in GiB (default 10).
+    #[serde(default)]
+    pub disk_gib: Option<u64>,
+    /// Base image artifact name (default `versions.osImage`).
+    #[serde(default)]
+    pub image: Option<Sp<String>>,
+}
+
+/// k3s settings; sites and nodes may override each field.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct K3sSettings {
+    /// Pod network, e.g. `10.42.0.0/16`.
+    #[serde(default)]
+    pub cluster_cidr: Option<Sp<String>>,
+    /// Service network, e.g. `10.43.0.0/16`.
+    #[serde(default)]
+    pub service_cidr: Option<Sp<String>>,
+    /// Extra names and addresses for the API server certificate.
+    #[serde(default)]
+    pub tls_san: Option<Vec<Sp<String>>>,
+    /// Registry mirrors, by registry host (`docker.io`) to mirror endpoint URLs.
+    #[serde(default)]
+    pub registry_mirrors: Option<BTreeMap<String, Vec<Sp<String>>>>,
+    /// The cluster join token, by reference (generated and kept in the state
+    /// directory when absent).
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// Extra keys written verbatim into k3s's config.yaml.
+    #[serde(default)]
+    pub extra_config: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// A libvirt host that runs VM nodes.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Hypervisor {
+    /// Name that nodes refer to in `machine.hypervisor`.
+    pub name: Sp<String>,
+    /// libvirt URI: `qemu:///system` for this machine, `qemu+ssh://user@host/system` for another.
+    pub uri: Sp<String>,
+    /// Storage pool for base images and VM disks (default `edgeforge`).
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Directory backing the pool (default `/var/lib/edgeforge/images`).
+    #[serde(default)]
+    pub pool_path: Option<PathBuf>,
+    /// How VMs are networked.
+    #[serde(default)]
+    pub network: VmNetwork,
+}
+
+/// How VMs on a hypervisor reach and are reached.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "mode")]
+pub enum VmNetwork {
+    /// User-mode networking (passt) with SSH forwarded from a loopback port
+    /// of the hypervisor: no bridge, no root networking, fine for labs.
+    #[default]
+    User,
+    /// A libvirt NAT network.
+    Nat {
+        /// libvirt network name (default `edgeforge`).
+        #[serde(default)]
+        name: Option<String>,
+        /// Network address, e.g. `192.168.150.0/24`.
+        #[serde(default)]
+        cidr: Option<String>,
+    },
+    /// An existing host bridge.
+    Bridge {
+        /// Bridge interface on the hypervisor, e.g. `br0`.
+        bridge: String,
+    },
+}
+
+/// An SSH bastion.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JumpHost {
+    /// Name that `ssh.jump` refers to.
+    pub name: Sp<String>,
+    /// Address (IP or DNS name).
+    pub address: Sp<String>,
+    /// How to reach the jump host; it may itself name jump hosts.
+    #[serde(default)]
+    pub ssh: SshSettings,
+}
+
+/// The federation host clusters register into.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Federation {
+    /// `karmada`, `kubefed` or `none` (default).
+    #[serde(default, rename = "type")]
+    pub kind: FederationKind,
+    /// Kubeconfig of the federation host.
+    #[serde(default)]
+    pub kubeconfig: Option<Sp<PathBuf>>,
+    /// Context in that kubeconfig (default: its current context).
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// Which federation control plane, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FederationKind {
+    /// No federation: clusters stand alone.
+    #[default]
+    None,
+    /// Karmada (push mode join).
+    Karmada,
+    /// KubeFed (archived upstream; kept for existing hosts).
+    Kubefed,
+}
+
+/// An edge site: a place with one cluster.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Site {
+    /// Unique site name (DNS label: lowercase letters, digits, `-`).
+    pub name: Sp<String>,
+    /// Region label, e.g. `eu-west`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Zone label, e.g. `eu-west-1a`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Labels for this site's nodes and cluster.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Overrides of the inventory-wide defaults for this site.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// The site's cluster.
+    #[serde(default)]
+    pub cluster: Cluster,
+    /// The site's nodes.
+    pub nodes: Vec<Node>,
+}
+
+/// The one k3s cluster of a site.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cluster {
+    /// Cluster name on the federation host (default: the site name).
+    #[serde(default)]
+    pub name: Option<Sp<String>>,
+}
+
+/// A machine in a site.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Node {
+    /// Unique node name; also its hostname.
+    pub name: Sp<String>,
+    /// `server` (control plane) or `agent` (worker).
+    pub role: Role,
+    /// Address edgeforge connects to (IP or DNS name).
+    pub address: Sp<String>,
+    /// Overrides of the SSH defaults.
+    #[serde(default)]
+    pub ssh: SshSettings,
+    /// Overrides of the k3s defaults.
+    #[serde(default)]
+    pub k3s: K3sSettings,
+    /// Node labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// How the machine comes to exist (default: it already exists).
+    #[serde(default)]
+    pub machine: Machine,
+    /// This node also hosts VMs: run the virt layer on it.
+    #[serde(default)]
+    pub hypervisor_host: bool,
+}
+
+/// The role of a node in its cluster.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs the k3s control plane (and etcd with more than one).
+    Server,
+    /// Runs workloads only.
+    Agent,
+}
+
+/// Where a node's machine comes from.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "type")]
+pub enum Machine {
+    /// An installed machine reachable over SSH.
+    #[default]
+    Existing,
+    /// A VM that edgeforge defines on a libvirt hypervisor.
+    Libvirt {
+        /// Name from `hypervisors`.
+        hypervisor: String,
+        /// Size and image (override the VM defaults).
+        #[serde(default)]
+        vm: VmSettings,
+        /// With `network.mode: user`, the loopback port on the hypervisor
+        /// forwarded to the VM's port 22 (then `address` is `127.0.0.1`).
+        #[serde(default)]
+        ssh_forward_port: Option<u16>,
+    },
+    /// Bare metal powered and booted through a Redfish BMC.
+    Redfish {
+        /// BMC base URL, e.g. `https://10.0.0.10`.
+        endpoint: String,
+        /// Redfish system id (default: the only system the BMC lists).
+        #[serde(default)]
+        system_id: Option<String>,
+        /// BMC user name.
+        username: String,
+        /// BMC password, by reference.
+        password: SecretRef,
+        /// CA bundle that signs the BMC's certificate (default: system roots).
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        /// Install media URL booted as virtual media, if the OS is to be installed.
+        #[serde(default)]
+        boot_image: Option<String>,
+    },
+}
+
+/// A value with the position it was read from (1-based line and column;
+/// 0 when the value was built in code rather than read).
+#[derive(Clone, Default)]
+pub struct Sp<T> {
+    /// The value itself.
+    pub value: T,
+    /// 1-based line, 0 if unknown.
+    pub line: u32,
+    /// 1-based column, 0 if unknown.
+    pub col: u32,
+}
+
+impl<T> Sp<T> {
+    /// A value with no source position.
+    pub fn new(value: T) -> Self {
+        Sp {
+            value,
+            line: 0,
+            col: 0,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Sp<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Sp<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.value.fmt(f)
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Sp<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.value.fmt(f)
+    }
+}
+
+impl<T: PartialEq> PartialEq for Sp<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        let line = u32::try_from(s.referenced.line()).unwrap_or(u32::MAX);
+        let col = u32::try_from(s.referenced.column()).unwrap_or(u32::MAX);
+        Ok(Sp {
+            value: s.value,
+            line,
+            col,
+        })
+    }
+}
+
+impl<T: Serialize> Serialize for Sp<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}

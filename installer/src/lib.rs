@@ -1,0 +1,14 @@
+//! edgeforge brings up edge sites from one inventory file: machines (libvirt
+//! VMs, Redfish bare metal, or existing hosts), the OS layer, the
+//! virtualization layer, k3s, and registration into a federation host.
+//!
+//! The data flows one way: [`inventory`] (parse and validate) → [`plan`]
+//! (a DAG of tasks) → [`exec`] (walks the DAG) → step kinds from
+//! [`playbook`] → [`transport`] (SSH). I/O lives only in transport, exec,
+//! artifacts and virt; inventory, plan, playbook and render are pure.
+
+pub mod cli;
+pub mod data;
+pub mod inventory;
+pub mod plan;
+pub mod transport;

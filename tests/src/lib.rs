@@ -1,0 +1,1 @@
+//! Test harness: real peers (sshd fleet, artifact HTTP server, libvirt lab) started on loopback.
