@@ -4,5 +4,7 @@
 //! file:line:col.
 
 pub mod model;
+pub mod resolve;
 
 pub use model::*;
+pub use resolve::NodeView;

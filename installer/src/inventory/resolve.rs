@@ -1,0 +1,119 @@
+//! Layering of settings: inventory `defaults` < site `defaults` < node.
+//! Pure functions over the model; every consumer (plan, exec, lab) sees a
+//! node through [`NodeView`] so the precedence rule lives in one place.
+
+use std::collections::BTreeMap;
+
+use super::model::*;
+
+/// One node with its site and its effective (layered) settings.
+#[derive(Debug, Clone)]
+pub struct NodeView<'a> {
+    /// The site the node belongs to.
+    pub site: &'a Site,
+    /// The node as written.
+    pub node: &'a Node,
+    /// Effective SSH settings.
+    pub ssh: SshSettings,
+    /// Effective VM settings (machine-level overrides included).
+    pub vm: VmSettings,
+    /// Effective k3s settings.
+    pub k3s: K3sSettings,
+    /// Effective labels, including `edgeforge.io/site`, `/region` and `/zone`.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Inventory {
+    /// Every node in file order, with its effective settings.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeView<'_>> + '_ {
+        self.sites.iter().flat_map(move |site| {
+            let site_defaults = overlay_defaults(&self.defaults, &site.defaults);
+            site.nodes
+                .iter()
+                .map(move |node| node_view(&site_defaults, site, node))
+        })
+    }
+
+    /// The name of the site's cluster (the site name unless set).
+    pub fn cluster_name(site: &Site) -> &str {
+        site.cluster
+            .name
+            .as_ref()
+            .map_or(site.name.as_str(), |n| n.as_str())
+    }
+}
+
+fn node_view<'a>(defaults: &Defaults, site: &'a Site, node: &'a Node) -> NodeView<'a> {
+    let mut vm = defaults.vm.clone();
+    if let Machine::Libvirt { vm: over, .. } = &node.machine {
+        vm = vm.overlay(over);
+    }
+    let mut labels = defaults.labels.clone();
+    labels.extend(site.labels.clone());
+    labels.extend(node.labels.clone());
+    labels.insert("edgeforge.io/site".into(), site.name.value.clone());
+    if let Some(region) = &site.region {
+        labels.insert("edgeforge.io/region".into(), region.clone());
+    }
+    if let Some(zone) = &site.zone {
+        labels.insert("edgeforge.io/zone".into(), zone.clone());
+    }
+    NodeView {
+        site,
+        node,
+        ssh: defaults.ssh.overlay(&node.ssh),
+        vm,
+        k3s: defaults.k3s.overlay(&node.k3s),
+        labels,
+    }
+}
+
+fn overlay_defaults(base: &Defaults, over: &Defaults) -> Defaults {
+    let mut labels = base.labels.clone();
+    labels.extend(over.labels.clone());
+    Defaults {
+        ssh: base.ssh.overlay(&over.ssh),
+        vm: base.vm.overlay(&over.vm),
+        k3s: base.k3s.overlay(&over.k3s),
+        labels,
+    }
+}
+
+/// Field-wise layering: a field set in `over` wins, else the base value stays.
+macro_rules! overlay_fields {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        impl $ty {
+            /// This value with every field that `over` sets replaced by `over`'s.
+            pub fn overlay(&self, over: &$ty) -> $ty {
+                $ty { $($field: over.$field.clone().or_else(|| self.$field.clone()),)* }
+            }
+        }
+    };
+}
+
+overlay_fields!(SshSettings {
+    user,
+    port,
+    identity_file,
+    identity_passphrase,
+    agent,
+    jump,
+    host_key,
+    sudo,
+    connect_timeout,
+    keepalive,
+});
+overlay_fields!(VmSettings {
+    cpus,
+    memory_mib,
+    disk_gib,
+    image
+});
+overlay_fields!(K3sSettings {
+    cluster_cidr,
+    service_cidr,
+    tls_san,
+    registry_mirrors,
+    token,
+    extra_config,
+});
