@@ -9,6 +9,10 @@
 
 pub mod cli;
 pub mod data;
+pub mod exec;
+pub mod facts;
 pub mod inventory;
 pub mod plan;
+pub mod playbook;
+pub mod render;
 pub mod transport;
