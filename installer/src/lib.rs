@@ -16,3 +16,6 @@ pub mod plan;
 pub mod playbook;
 pub mod render;
 pub mod transport;
+
+#[cfg(test)]
+mod testutil;

@@ -1281,6 +1281,14 @@ impl<'de> Deserialize<'de> for ScalarString {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScalarString, E> {
                 Ok(ScalarString(v.to_string()))
             }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ScalarString, E> {
+                // YAML reads `0644` as a number; keep its digits.
+                if v.fract() == 0.0 && v.abs() < 1e15 {
+                    Ok(ScalarString(format!("{v:.0}")))
+                } else {
+                    Ok(ScalarString(v.to_string()))
+                }
+            }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<ScalarString, E> {
                 Ok(ScalarString(u8::from(v).to_string()))
             }
@@ -1294,3 +1302,7 @@ impl Serialize for ScalarString {
         s.serialize_str(&self.0)
     }
 }
+
+#[cfg(test)]
+#[path = "steps_tests.rs"]
+mod tests;
