@@ -1,19 +1,452 @@
-//! `edgeforge apply`.
+//! `edgeforge apply`: bring hosts to the state the playbooks describe.
+//!
+//! Reads the inventory, picks the nodes (`--shard`, `--limit`), loads the
+//! playbooks of the selected layers, takes the run lock in the state
+//! directory and hands the hosts to the [`Executor`]. Ctrl-C stops starting
+//! steps, lets running ones finish (30 s at most; a second Ctrl-C abandons
+//! them), keeps the journal consistent and exits 130.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
 
 use super::{GlobalOpts, Outcome};
+use crate::exec::events::{EventSink, Fanout, JsonSink, ProgressSink, TextSink};
+use crate::exec::lock::RunLock;
+use crate::exec::select::{MaxFail, Shard, limit_matches};
+use crate::exec::{Connector, Executor, HostWork, RunOptions};
+use crate::inventory::{Inventory, NodeView, SecretRef};
+use crate::playbook::Playbook;
+use crate::render::{DataDir, Renderer, inventory_context};
+use crate::transport::{Transport, TransportError};
+
+/// Layers `apply` runs through playbooks, in bring-up order.
+const PLAYBOOK_LAYERS: &[&str] = &["os", "virt", "k3s"];
 
 /// Arguments of `edgeforge apply`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  edgeforge apply -i sites.yaml
+  edgeforge apply -i sites.yaml --layer os --check --diff
+  edgeforge apply -i sites.yaml --limit 'edge-*,!edge-9' --parallel 100 --max-fail 5%
+  edgeforge apply -i sites.yaml --shard 2/4 --log-format json --log-file run.jsonl
+  edgeforge apply -i sites.yaml --tags kernel,swap --force")]
 pub struct ApplyArgs {
     /// The inventory file.
     #[arg(short, long, value_name = "FILE")]
     pub inventory: PathBuf,
+    /// Layers to run (repeatable; default: every layer that has a playbook).
+    #[arg(long, value_name = "LAYER")]
+    pub layer: Vec<String>,
+    /// Only these nodes or sites: comma-separated globs, `!` to exclude.
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Hosts worked on at once.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub parallel: usize,
+    /// Stop starting hosts when more than N (or P% of) hosts failed.
+    #[arg(long, value_name = "N|P%")]
+    pub max_fail: Option<MaxFail>,
+    /// Change nothing; show what would change.
+    #[arg(long)]
+    pub check: bool,
+    /// Show unified diffs of changed files.
+    #[arg(long)]
+    pub diff: bool,
+    /// Only steps with these tags (comma-separated; tag `always` always runs).
+    #[arg(long, value_name = "T", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Never steps with these tags (comma-separated).
+    #[arg(long, value_name = "T", value_delimiter = ',')]
+    pub skip_tags: Vec<String>,
+    /// Only the I-th of N slices of the sites (to split a fleet across runners).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Journal and lock directory (default: $XDG_STATE_HOME/edgeforge/<inventory name>).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Format of the event log.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Write the event log to this file (one JSON object per line with --log-format json).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Ignore the journal: run every step even if it was applied with the same inputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Event log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Timestamped lines.
+    Text,
+    /// One JSON object per event.
+    Json,
 }
 
 /// Runs `edgeforge apply`.
-pub fn run(_g: &GlobalOpts, _args: ApplyArgs) -> Outcome {
-    eprintln!("error: `apply` is not built yet");
-    Outcome::Failed
+pub fn run(g: &GlobalOpts, args: ApplyArgs) -> Outcome {
+    let prepared = match prepare(g, &args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Outcome::InvalidInput;
+        }
+    };
+    match execute(g, &args, prepared) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Outcome::Failed
+        }
+    }
+}
+
+/// Everything checked before any host is touched.
+struct Prepared {
+    inventory_name: String,
+    data: Arc<DataDir>,
+    renderer: Arc<Renderer>,
+    hosts: Vec<HostWork>,
+}
+
+fn prepare(g: &GlobalOpts, args: &ApplyArgs) -> anyhow::Result<Prepared> {
+    if args.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    let inv = load_inventory(&args.inventory)?;
+    let data = DataDir::new(g.data_dir.as_deref());
+    let renderer = Renderer::new(&data).context("loading templates")?;
+    let playbooks = load_playbooks(&data, &args.layer)?;
+    let mut hosts = Vec::new();
+    for view in inv.nodes() {
+        let (node, site) = (view.node.name.as_str(), view.site.name.as_str());
+        if args.shard.is_some_and(|s| !s.contains_site(site))
+            || args
+                .limit
+                .as_deref()
+                .is_some_and(|p| !limit_matches(p, node, site))
+        {
+            continue;
+        }
+        hosts.push(host_work(&inv, &view, &playbooks)?);
+    }
+    let inventory_name = inv
+        .name
+        .as_ref()
+        .map(|n| n.value.clone())
+        .unwrap_or_else(|| {
+            args.inventory
+                .file_stem()
+                .map_or("inventory".into(), |s| s.to_string_lossy().into_owned())
+        });
+    Ok(Prepared {
+        inventory_name,
+        data: Arc::new(data),
+        renderer: Arc::new(renderer),
+        hosts,
+    })
+}
+
+fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outcome> {
+    if p.hosts.is_empty() {
+        eprintln!("nothing to do: no node matches --limit / --shard");
+        return Ok(Outcome::Success);
+    }
+    let state_dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => dirs::state_dir()
+            .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
+            .context("no state directory: set XDG_STATE_HOME or pass --state-dir")?
+            .join("edgeforge")
+            .join(&p.inventory_name),
+    };
+    let command: Vec<String> = std::env::args().collect();
+    let lock = RunLock::acquire(&state_dir, &command.join(" "))?;
+    if let Some(prev) = &lock.previous {
+        eprintln!(
+            "note: a previous apply (pid {} on {}, started {}) ended without releasing the lock; \
+             its journal is kept and this run resumes from it",
+            prev.pid, prev.host, prev.started
+        );
+    }
+    let sink = make_sink(g, args, p.hosts.len())?;
+    let opts = RunOptions {
+        parallel: args.parallel,
+        max_fail: args.max_fail,
+        check: args.check,
+        diff: args.diff,
+        tags: args.tags.clone(),
+        skip_tags: args.skip_tags.clone(),
+        force: args.force,
+        journal_dir: Some(state_dir.join("journal")),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let summary = runtime.block_on(async {
+        let executor = Executor::new(p.renderer, p.data, connector(), sink);
+        let cancel = executor.cancel_handle();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            eprintln!("\ninterrupted: letting running steps finish (Ctrl-C again to abandon them)");
+            cancel.stop();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+            cancel.abort();
+        });
+        executor.run(vec![p.hosts], &opts).await
+    });
+    drop(lock);
+    if !g.quiet {
+        print!("{}", summary.table());
+    }
+    Ok(match summary.exit_code() {
+        0 => Outcome::Success,
+        130 => Outcome::Interrupted,
+        _ => Outcome::Failed,
+    })
+}
+
+/// Reads the inventory. The inventory module's loader (with its checks) replaces this.
+fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_saphyr::from_str::<Inventory>(&text).map_err(|e| {
+        let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        anyhow::anyhow!("{}:{line}:{col}: {e}", path.display())
+    })
+}
+
+/// The playbooks of the chosen layers (all layers that have one when none is chosen).
+fn load_playbooks(data: &DataDir, layers: &[String]) -> anyhow::Result<Vec<Arc<Playbook>>> {
+    let available: Vec<&str> = PLAYBOOK_LAYERS
+        .iter()
+        .copied()
+        .filter(|l| data.read(&format!("playbooks/{l}.yaml")).is_ok())
+        .collect();
+    let chosen: Vec<&str> = if layers.is_empty() {
+        available.clone()
+    } else {
+        layers.iter().map(String::as_str).collect()
+    };
+    chosen
+        .iter()
+        .map(|layer| {
+            if !available.contains(layer) {
+                bail!(
+                    "layer `{layer}` has no playbook to apply; layers with playbooks: {}",
+                    available.join(", ")
+                );
+            }
+            let rel = format!("playbooks/{layer}.yaml");
+            let text = data.read_text(&rel)?;
+            Ok(Arc::new(Playbook::parse(&rel, &text)?))
+        })
+        .collect()
+}
+
+/// One node's work: its context, its playbooks, its secrets.
+fn host_work(
+    inv: &Inventory,
+    view: &NodeView<'_>,
+    playbooks: &[Arc<Playbook>],
+) -> anyhow::Result<HostWork> {
+    let mut secrets = std::collections::BTreeMap::new();
+    if let Some(token) = &view.k3s.token {
+        secrets.insert("k3s_token".to_string(), read_secret(token)?);
+    }
+    Ok(HostWork {
+        name: view.node.name.value.clone(),
+        site: view.site.name.value.clone(),
+        context: inventory_context(inv, view),
+        playbooks: playbooks
+            .iter()
+            .filter(|p| p.applies_to(view))
+            .cloned()
+            .collect(),
+        secrets,
+        requires: Vec::new(),
+    })
+}
+
+/// Resolves a secret reference; errors name the reference, never the value.
+fn read_secret(r: &SecretRef) -> anyhow::Result<String> {
+    match r {
+        SecretRef::Env(var) => std::env::var(var)
+            .with_context(|| format!("secret: environment variable {var} is not set")),
+        SecretRef::File(path) => std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+            .with_context(|| format!("secret: reading {}", path.display())),
+    }
+}
+
+/// Opens a host's transport. The SSH transport is wired in here.
+fn connect_host(work: &HostWork) -> Result<Arc<dyn Transport>, TransportError> {
+    Err(TransportError::Connect {
+        host: work.name.clone(),
+        reason: "this build has no SSH transport yet".into(),
+    })
+}
+
+fn connector() -> Connector {
+    Arc::new(|work: &HostWork| {
+        let result = connect_host(work);
+        Box::pin(async move { result })
+    })
+}
+
+fn make_sink(g: &GlobalOpts, args: &ApplyArgs, hosts: usize) -> anyhow::Result<Arc<dyn EventSink>> {
+    let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
+    let file = match &args.log_file {
+        Some(path) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("creating the log file {}", path.display()))?,
+        )) as Box<dyn std::io::Write + Send>),
+        None => None,
+    };
+    match (args.log_format, file) {
+        (LogFormat::Json, Some(f)) => sinks.push(Box::new(JsonSink::new(f))),
+        (LogFormat::Json, None) => sinks.push(Box::new(JsonSink::new(Box::new(std::io::stderr())))),
+        (LogFormat::Text, Some(f)) => sinks.push(Box::new(TextSink::new(f, true))),
+        (LogFormat::Text, None) => {}
+    }
+    let json_on_stderr = args.log_format == LogFormat::Json && args.log_file.is_none();
+    if !g.quiet && !json_on_stderr {
+        if std::io::stderr().is_terminal() {
+            sinks.push(Box::new(ProgressSink::new(hosts, args.diff || args.check)));
+        } else {
+            sinks.push(Box::new(TextSink::new(
+                Box::new(std::io::stderr()),
+                g.verbose > 0,
+            )));
+        }
+    }
+    Ok(Arc::new(Fanout(sinks)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVENTORY: &str = r#"
+apiVersion: edgeforge/v1
+name: lab
+sites:
+  - name: store-1
+    nodes:
+      - { name: s1-a, role: server, address: 10.0.1.10 }
+      - { name: s1-b, role: agent, address: 10.0.1.11 }
+  - name: store-2
+    nodes:
+      - { name: s2-a, role: server, address: 10.0.2.10 }
+  - name: store-3
+    nodes:
+      - { name: s3-a, role: server, address: 10.0.3.10 }
+"#;
+
+    fn args(dir: &Path, extra: &[&str]) -> ApplyArgs {
+        let inv = dir.join("inv.yaml");
+        std::fs::write(&inv, INVENTORY).unwrap();
+        let mut argv = vec!["apply".to_string(), "-i".into(), inv.display().to_string()];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        #[derive(clap::Parser)]
+        struct W {
+            #[command(flatten)]
+            a: ApplyArgs,
+        }
+        <W as clap::Parser>::try_parse_from(argv).unwrap().a
+    }
+
+    fn global() -> GlobalOpts {
+        GlobalOpts {
+            verbose: 0,
+            quiet: true,
+            color: super::super::ColorChoice::Never,
+            data_dir: None,
+        }
+    }
+
+    fn names(p: &Prepared) -> Vec<String> {
+        p.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+
+    #[test]
+    fn limit_and_shard_select_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = prepare(&global(), &args(dir.path(), &["--limit", "store-1,s3-*"])).unwrap();
+        assert_eq!(names(&p), vec!["s1-a", "s1-b", "s3-a"]);
+        assert_eq!(p.inventory_name, "lab");
+        let mut all = Vec::new();
+        for i in 1..=3 {
+            let p = prepare(
+                &global(),
+                &args(dir.path(), &["--shard", &format!("{i}/3")]),
+            )
+            .unwrap();
+            // A site's nodes stay together in one shard.
+            let n = names(&p);
+            assert_eq!(
+                n.contains(&"s1-a".to_string()),
+                n.contains(&"s1-b".to_string())
+            );
+            all.extend(n);
+        }
+        all.sort();
+        assert_eq!(all, vec!["s1-a", "s1-b", "s2-a", "s3-a"]);
+    }
+
+    #[test]
+    fn the_os_playbook_is_loaded_by_default_with_the_cluster_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = prepare(&global(), &args(dir.path(), &[])).unwrap();
+        let h = &p.hosts[0];
+        assert_eq!(h.playbooks[0].name, "os");
+        assert_eq!(h.context["cluster"]["nodes"].as_array().unwrap().len(), 2);
+        assert_eq!(h.context["node"]["role"], "server");
+    }
+
+    #[test]
+    fn an_unknown_layer_or_a_bad_inventory_is_invalid_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = prepare(&global(), &args(dir.path(), &["--layer", "nope"]))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().starts_with("layer `nope` has no playbook"),
+            "{err}"
+        );
+        let mut a = args(dir.path(), &[]);
+        std::fs::write(&a.inventory, "apiVersion: edgeforge/v1\nsites: 3\n").unwrap();
+        let err = prepare(&global(), &a).err().unwrap().to_string();
+        assert!(err.contains("inv.yaml:2:"), "{err}");
+        a.inventory = dir.path().join("missing.yaml");
+        assert_eq!(run(&global(), a), Outcome::InvalidInput);
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = args(dir.path(), &[]);
+        let text = INVENTORY.replace(
+            "name: lab\n",
+            "name: lab\ndefaults:\n  k3s:\n    token: { env: EF_TEST_TOKEN_THAT_IS_UNSET }\n",
+        );
+        std::fs::write(&a.inventory, text).unwrap();
+        let err = format!("{:#}", prepare(&global(), &a).err().unwrap());
+        assert!(
+            err.contains("EF_TEST_TOKEN_THAT_IS_UNSET is not set"),
+            "{err}"
+        );
+    }
 }

@@ -24,6 +24,8 @@ pub enum Outcome {
     Failed,
     /// Exit 2: the input (inventory, playbook, arguments) is invalid.
     InvalidInput,
+    /// Exit 130: stopped by Ctrl-C.
+    Interrupted,
 }
 
 impl From<Outcome> for ExitCode {
@@ -32,6 +34,7 @@ impl From<Outcome> for ExitCode {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::Failed => ExitCode::from(1),
             Outcome::InvalidInput => ExitCode::from(2),
+            Outcome::Interrupted => ExitCode::from(130),
         }
     }
 }

@@ -469,3 +469,67 @@ async fn secrets_never_reach_events() {
     assert!(!events.contains(token), "{events}");
     assert!(!s.table().contains(token));
 }
+
+#[tokio::test]
+async fn the_os_playbook_in_check_mode_on_this_machine_fails_nothing_and_changes_nothing() {
+    let data = DataDir::Embedded;
+    let renderer = Arc::new(Renderer::new(&data).unwrap());
+    let text = data.read_text("playbooks/os.yaml").unwrap();
+    let pb = Arc::new(Playbook::parse("playbooks/os.yaml", &text).unwrap());
+    let hosts_before = std::fs::read("/etc/hosts").ok();
+    let sink = Arc::new(Collect::default());
+    let connector: Connector = Arc::new(|_h: &HostWork| {
+        Box::pin(async { Ok(Arc::new(ShellTransport::default()) as Arc<dyn Transport>) })
+    });
+    let ex = Executor::new(renderer, Arc::new(data), connector, sink.clone());
+    let host = HostWork {
+        name: "edge-1".into(),
+        site: "store-1".into(),
+        context: json!({
+            "node": {"name": "edge-1", "role": "server", "address": "10.0.0.5"},
+            "cluster": {"name": "store-1", "nodes": [
+                {"name": "edge-1", "address": "10.0.0.5"}, {"name": "edge-2", "address": "10.0.0.6"}
+            ]},
+        }),
+        playbooks: vec![pb],
+        secrets: BTreeMap::new(),
+        requires: Vec::new(),
+    };
+    let opts = RunOptions {
+        check: true,
+        diff: true,
+        ..RunOptions::default()
+    };
+    let s = ex.run(vec![vec![host]], &opts).await;
+    let events = sink.take();
+    assert_eq!(s.exit_code(), 0, "{}\n{events:#?}", s.table());
+    assert_eq!(std::fs::read("/etc/hosts").ok(), hosts_before);
+    let diff = events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepFinished { step, diff, .. }
+                if step == "/etc/hosts with the cluster's nodes" =>
+            {
+                diff.clone()
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert!(diff.contains("+10.0.0.6\tedge-2"), "{diff}");
+    let status = |name: &str| {
+        events.iter().find_map(|e| match e {
+            Event::StepFinished { step, status, .. } if step == name => Some(*status),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        status("hostname"),
+        Some(StepStatus::Changed),
+        "this machine is not edge-1"
+    );
+    assert_eq!(
+        status("service account"),
+        Some(StepStatus::Skipped),
+        "not asked for"
+    );
+}

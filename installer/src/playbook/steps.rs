@@ -1144,7 +1144,7 @@ fn user_body(p: &UserParams) -> Result<String, StepError> {
             g = quote(g)
         ));
     }
-    if let Some(key) = &p.authorized_key {
+    if let Some(key) = p.authorized_key.as_ref().filter(|k| !k.trim().is_empty()) {
         s.push_str(&format!(
             "  home=$(getent passwd \"$u\" | cut -d: -f6); k={k}\n\
              \x20 grep -Fxq -e \"$k\" \"$home/.ssh/authorized_keys\" 2>/dev/null || ef_do sh -c 'mkdir -p \"$1/.ssh\" && chmod 700 \"$1/.ssh\" && printf \"%s\\n\" \"$2\" >> \"$1/.ssh/authorized_keys\" && chmod 600 \"$1/.ssh/authorized_keys\" && chown -R \"$3\" \"$1/.ssh\"' sh \"$home\" \"$k\" \"$u\"\n",
