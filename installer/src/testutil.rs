@@ -1,6 +1,6 @@
 //! Test helpers (compiled only for unit tests): a transport that runs every
-//! request on this machine with `std::process::Command`, one process per
-//! request. Tests point steps at paths inside their own temp directories.
+//! request on this machine with `sh`, one process per request. Tests point
+//! steps at paths inside their own temp directories.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -56,8 +56,18 @@ impl Transport for ShellTransport {
         Box::pin(async move {
             self.count()?;
             self.scripts.lock().unwrap().push(req.script.to_string());
+            // Like a real remote shell reading its commands, the script is not
+            // on the command line: it is read from a file.
+            let script_file = tempfile::NamedTempFile::new().map_err(|e| TransportError::Io {
+                context: "writing the script".into(),
+                source: e,
+            })?;
+            std::fs::write(script_file.path(), req.script).map_err(|e| TransportError::Io {
+                context: "writing the script".into(),
+                source: e,
+            })?;
             let mut cmd = tokio::process::Command::new("sh");
-            cmd.arg("-c").arg(req.script);
+            cmd.arg(script_file.path());
             if let Some(bin) = &self.fake_bin {
                 let path = std::env::var("PATH").unwrap_or_default();
                 cmd.env("PATH", format!("{}:{path}", bin.display()));

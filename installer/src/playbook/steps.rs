@@ -781,13 +781,16 @@ fn shell_body(kind: &StepKind, facts: &Facts) -> Result<String, StepError> {
             if let Some(u) = &p.unless {
                 guards.push(format!("( {} ) >/dev/null 2>&1", u));
             }
-            let run = match &p.chdir {
-                Some(d) => format!(
-                    "ef_do sh -c {}",
-                    quote(&format!("cd {} && {}", quote(d), p.cmd))
-                ),
-                None => format!("ef_do sh -c {}", quote(&p.cmd)),
+            // The command runs in a subshell through `eval`: a fork, not an exec, so
+            // its text (which may hold a rendered secret) never shows in a process list.
+            let cmd = match &p.chdir {
+                Some(d) => format!("cd {} && {}", quote(d), p.cmd),
+                None => p.cmd.clone(),
             };
+            let run = format!(
+                "ef_cmd={}\nef_run() {{ ( eval \"$ef_cmd\" ); }}\nef_do ef_run",
+                quote(&cmd)
+            );
             guarded(&guards, &run)
         }
         StepKind::Script(p) => {

@@ -418,3 +418,26 @@ async fn parameters_are_rendered_and_bad_values_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("not allowed"), "{err}");
 }
+
+#[tokio::test]
+async fn a_command_never_shows_its_text_in_a_process_list() {
+    let rig = Rig::new();
+    let marker = "EF-SECRET-MARKER-7f3a";
+    let step = format!("command: {{ cmd: 'sleep 1; : {marker}' }}");
+    let run = rig.run(&step, false);
+    let scan = async {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+                && String::from_utf8_lossy(&cmdline).contains(marker)
+            {
+                seen.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+            }
+        }
+        seen
+    };
+    let (report, seen) = tokio::join!(run, scan);
+    assert!(report.unwrap().changed);
+    assert!(seen.is_empty(), "visible in: {seen:?}");
+}
