@@ -368,7 +368,8 @@ struct HostRun<'a> {
     transport: &'a dyn Transport,
     facts: &'a Facts,
     journal: Option<HostJournal>,
-    registered: serde_json::Map<String, Value>,
+    /// The template context of the playbook being run: inventory, `facts`, `vars`, `secrets`.
+    ctx: Value,
     summary: &'a mut HostSummary,
 }
 
@@ -472,7 +473,7 @@ impl Shared {
             transport: &*transport,
             facts: &facts,
             journal,
-            registered: serde_json::Map::new(),
+            ctx: Value::Null,
             summary,
         };
         let outcome = self.run_playbooks(&mut run).await;
@@ -486,6 +487,12 @@ impl Shared {
 
     async fn run_playbooks(&self, run: &mut HostRun<'_>) -> Result<HostOutcome, String> {
         for pb in &run.work.playbooks {
+            run.ctx = run.work.context.clone();
+            if let Some(map) = run.ctx.as_object_mut() {
+                map.insert("facts".into(), json!(run.facts));
+                map.insert("vars".into(), Value::Object(pb.vars.clone()));
+                map.insert("secrets".into(), json!(run.work.secrets));
+            }
             let mut notified: Vec<String> = run
                 .journal
                 .as_ref()
@@ -604,18 +611,11 @@ impl Shared {
             return Ok(StepOutcome::Skipped("not selected by tags".into()));
         }
         let origin = format!("{} step '{}'", pb.source, step.name);
-        let mut vars = pb.vars.clone();
-        vars.extend(run.registered.clone());
-        let mut ctx = run.work.context.clone();
-        if let Some(map) = ctx.as_object_mut() {
-            map.insert("facts".into(), json!(run.facts));
-            map.insert("vars".into(), Value::Object(vars));
-            map.insert("secrets".into(), json!(run.work.secrets));
-        }
+        let ctx = &run.ctx;
         if let Some(w) = &step.when {
             let yes = self
                 .renderer
-                .eval_when(&origin, w, &ctx)
+                .eval_when(&origin, w, ctx)
                 .map_err(|e| error_chain(&e))?;
             if !yes {
                 return Ok(StepOutcome::Skipped("`when` is false".into()));
@@ -626,7 +626,7 @@ impl Shared {
             renderer: &self.renderer,
             data: &self.data,
             facts: run.facts,
-            ctx: &ctx,
+            ctx,
             check: self.opts.check,
             diff: self.opts.diff,
             privileged: step.privileged,
@@ -660,8 +660,10 @@ impl Shared {
             })
             .map_err(|e| error_chain(&e))?;
         }
-        if let Some(name) = &step.register {
-            run.registered.insert(
+        if let Some(name) = &step.register
+            && let Some(vars) = run.ctx.get_mut("vars").and_then(Value::as_object_mut)
+        {
+            vars.insert(
                 name.clone(),
                 json!({"stdout": report.stdout, "changed": report.changed}),
             );

@@ -533,3 +533,26 @@ async fn the_os_playbook_in_check_mode_on_this_machine_fails_nothing_and_changes
         "not asked for"
     );
 }
+
+#[tokio::test]
+async fn a_registered_output_is_visible_to_later_steps() {
+    let rig = Rig::new();
+    let pb = "name: demo\nsteps:\n  - name: ask\n    command: { cmd: 'echo 42' }\n    register: answer\n  - name: use\n    copy: { content: \"{{ vars.answer.stdout }}\", dest: \"{{ root }}/answer\" }\n";
+    let s = rig
+        .executor()
+        .run(vec![vec![rig.host("n1", pb)]], &rig.opts())
+        .await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+    assert_eq!(read(rig.root("n1").join("answer")), "42");
+    // A step with `register` always runs, so its output exists on every run.
+    let s = rig
+        .executor()
+        .run(vec![vec![rig.host("n1", pb)]], &rig.opts())
+        .await;
+    assert_eq!(
+        (s.hosts[0].changed, s.hosts[0].skipped),
+        (1, 1),
+        "{}",
+        s.table()
+    );
+}

@@ -441,3 +441,66 @@ async fn a_command_never_shows_its_text_in_a_process_list() {
     assert!(report.unwrap().changed);
     assert!(seen.is_empty(), "visible in: {seen:?}");
 }
+
+#[tokio::test]
+async fn user_with_groups_shell_and_key() {
+    let rig = Rig::new();
+    let bin = rig.dir.path().join("bin");
+    let db = rig.dir.path().join("accounts");
+    for d in ["users", "groups", "home"] {
+        std::fs::create_dir_all(db.join(d)).unwrap();
+    }
+    let db = db.display();
+    // Stand-ins for the account tools, keeping users and groups as files.
+    fake_command(
+        &bin,
+        "id",
+        &format!(
+            "case \"$1\" in -u) test -e {db}/users/$2;; -nG) cat {db}/users/$2.groups 2>/dev/null | tr '\\n' ' ';; esac"
+        ),
+    );
+    fake_command(
+        &bin,
+        "getent",
+        &format!(
+            "case \"$1\" in passwd) test -e {db}/users/$2 && echo \"$2:x:1000:1000::{db}/home/$2:$(cat {db}/users/$2.shell)\";; \
+         group) test -e {db}/groups/$2;; esac"
+        ),
+    );
+    fake_command(&bin, "groupadd", &format!("touch {db}/groups/$1"));
+    fake_command(
+        &bin,
+        "useradd",
+        &format!(
+            "sh=/bin/sh; g=''; while [ $# -gt 1 ]; do case \"$1\" in -s) sh=$2; shift;; -G) g=$2; shift;; esac; shift; done; \
+         touch {db}/users/$1; echo $sh > {db}/users/$1.shell; echo $g | tr ',' '\\n' | grep . > {db}/users/$1.groups; \
+         mkdir -p {db}/home/$1; echo \"useradd $1\" >> {db}/log"
+        ),
+    );
+    fake_command(
+        &bin,
+        "usermod",
+        &format!(
+            "case \"$1\" in -s) echo $2 > {db}/users/$3.shell;; -aG) echo $2 >> {db}/users/$3.groups;; esac; echo \"usermod $*\" >> {db}/log"
+        ),
+    );
+    fake_command(&bin, "chown", "true");
+    let step = "user: { name: ops, groups: [adm, edge], shell: /bin/bash, authorized_key: 'ssh-ed25519 AAAAC3 ops@lab' }";
+    rig.converges(step).await;
+    assert_eq!(read(&Path::new(&format!("{db}/log"))), "useradd ops\n");
+    assert_eq!(
+        read(&Path::new(&format!("{db}/home/ops/.ssh/authorized_keys"))),
+        "ssh-ed25519 AAAAC3 ops@lab\n"
+    );
+    // A changed shell and a new group are applied to the existing account.
+    rig.converges("user: { name: ops, groups: [adm, edge, video], shell: /bin/sh }")
+        .await;
+    assert_eq!(
+        read(&Path::new(&format!("{db}/users/ops.shell"))),
+        "/bin/sh\n"
+    );
+    assert_eq!(
+        read(&Path::new(&format!("{db}/users/ops.groups"))),
+        "adm\nedge\nvideo\n"
+    );
+}
