@@ -487,20 +487,20 @@ async fn user_with_groups_shell_and_key() {
     fake_command(&bin, "chown", "true");
     let step = "user: { name: ops, groups: [adm, edge], shell: /bin/bash, authorized_key: 'ssh-ed25519 AAAAC3 ops@lab' }";
     rig.converges(step).await;
-    assert_eq!(read(&Path::new(&format!("{db}/log"))), "useradd ops\n");
+    assert_eq!(read(Path::new(&format!("{db}/log"))), "useradd ops\n");
     assert_eq!(
-        read(&Path::new(&format!("{db}/home/ops/.ssh/authorized_keys"))),
+        read(Path::new(&format!("{db}/home/ops/.ssh/authorized_keys"))),
         "ssh-ed25519 AAAAC3 ops@lab\n"
     );
     // A changed shell and a new group are applied to the existing account.
     rig.converges("user: { name: ops, groups: [adm, edge, video], shell: /bin/sh }")
         .await;
     assert_eq!(
-        read(&Path::new(&format!("{db}/users/ops.shell"))),
+        read(Path::new(&format!("{db}/users/ops.shell"))),
         "/bin/sh\n"
     );
     assert_eq!(
-        read(&Path::new(&format!("{db}/users/ops.groups"))),
+        read(Path::new(&format!("{db}/users/ops.groups"))),
         "adm\nedge\nvideo\n"
     );
 }
