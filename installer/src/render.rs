@@ -256,25 +256,64 @@ impl Renderer {
         if !src.contains("{{") && !src.contains("{%") {
             return Ok(src.to_string());
         }
-        let key = format!("inline:{}", hex::encode(Sha256::digest(src.as_bytes())));
-        {
-            let tera = self.tera.read().unwrap_or_else(|p| p.into_inner());
-            if tera.get_template(&key).is_err() {
-                drop(tera);
-                let mut tera = self.tera.write().unwrap_or_else(|p| p.into_inner());
-                tera.add_raw_template(&key, src)
-                    .map_err(|e| phrase(origin, src, &e))?;
-            }
-        }
+        let key = self.compile_str(origin, src)?;
         let ctx = to_context(origin, ctx)?;
         let tera = self.tera.read().unwrap_or_else(|p| p.into_inner());
         tera.render(&key, &ctx).map_err(|e| phrase(origin, src, &e))
     }
 
+    /// Parses an inline string once (syntax errors surface here, before any host
+    /// is touched) and returns its key in the environment.
+    pub fn compile_str(&self, origin: &str, src: &str) -> Result<String, RenderError> {
+        let key = format!("inline:{}", hex::encode(Sha256::digest(src.as_bytes())));
+        let tera = self.tera.read().unwrap_or_else(|p| p.into_inner());
+        if tera.get_template(&key).is_err() {
+            drop(tera);
+            let mut tera = self.tera.write().unwrap_or_else(|p| p.into_inner());
+            tera.add_raw_template(&key, src)
+                .map_err(|e| phrase(origin, src, &e))?;
+        }
+        Ok(key)
+    }
+
+    /// Checks a playbook before it runs: every string and `when` parses and
+    /// every template a `template` step names (literally) exists.
+    pub fn check_playbook(&self, pb: &crate::playbook::Playbook) -> Result<(), RenderError> {
+        for step in pb.steps.iter().chain(&pb.handlers) {
+            let origin = format!("{} step '{}'", pb.source, step.name);
+            if let Some(w) = &step.when {
+                self.compile_str(&origin, &when_source(w))?;
+            }
+            let params = serde_json::to_value(&step.kind).unwrap_or_default();
+            let mut strings = Vec::new();
+            collect_strings(&params, &mut strings);
+            for s in strings
+                .into_iter()
+                .filter(|s| s.contains("{{") || s.contains("{%"))
+            {
+                self.compile_str(&origin, s)?;
+            }
+            if let crate::playbook::StepKind::Template(t) = &step.kind
+                && !t.src.contains("{{")
+                && self
+                    .tera
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_template(&t.src)
+                    .is_err()
+            {
+                return Err(RenderError::NotFound {
+                    path: format!("templates/{}", t.src),
+                    where_: format!("the data directory ({origin} uses it)"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Evaluates a `when` expression (tera syntax) to true or false.
     pub fn eval_when(&self, origin: &str, expr: &str, ctx: &Value) -> Result<bool, RenderError> {
-        let src = format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}");
-        match self.render_str(origin, &src, ctx)?.as_str() {
+        match self.render_str(origin, &when_source(expr), ctx)?.as_str() {
             "true" => Ok(true),
             "false" => Ok(false),
             _ => Err(RenderError::NotBool {
@@ -353,6 +392,19 @@ pub fn inventory_context(inv: &Inventory, view: &NodeView<'_>) -> Value {
             "os_image": inv.versions.os_image.as_ref().map(|s| s.value.clone()),
         },
     })
+}
+
+fn when_source(expr: &str) -> String {
+    format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}")
+}
+
+fn collect_strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        Value::Object(map) => map.values().for_each(|i| collect_strings(i, out)),
+        _ => {}
+    }
 }
 
 fn to_context(template: &str, ctx: &Value) -> Result<tera::Context, RenderError> {
@@ -482,6 +534,35 @@ mod tests {
             !r.eval_when("t", r#"facts.os_family == "redhat""#, &ctx)
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn playbooks_are_checked_before_they_run() {
+        let (_d, r) = renderer_with(&[("ok.j2", "x")]);
+        let pb = |step: &str| {
+            crate::playbook::Playbook::parse(
+                "p.yaml",
+                &format!("name: p\nsteps:\n  - name: s\n    {step}\n"),
+            )
+            .unwrap()
+        };
+        r.check_playbook(&pb("template: { src: ok.j2, dest: /x }"))
+            .unwrap();
+        let err = r
+            .check_playbook(&pb("template: { src: missing.j2, dest: /x }"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("templates/missing.j2 not found"),
+            "{err}"
+        );
+        let err = r
+            .check_playbook(&pb("file: { path: '/{{ node.name' }"))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("p.yaml step 's': "), "{err}");
+        let err = r
+            .check_playbook(&pb("file: { path: /x }\n    when: facts.a =="))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("p.yaml step 's': "), "{err}");
     }
 
     #[test]

@@ -123,6 +123,9 @@ fn prepare(g: &GlobalOpts, args: &ApplyArgs) -> anyhow::Result<Prepared> {
     let data = DataDir::new(g.data_dir.as_deref());
     let renderer = Renderer::new(&data).context("loading templates")?;
     let playbooks = load_playbooks(&data, &args.layer)?;
+    for pb in &playbooks {
+        renderer.check_playbook(pb)?;
+    }
     let mut hosts = Vec::new();
     for view in inv.nodes() {
         let (node, site) = (view.node.name.as_str(), view.site.name.as_str());

@@ -392,4 +392,27 @@ handlers:
         assert!(!pb.steps[0].selected(&[], &fs));
         assert!(pb.steps[1].selected(&[], &fs));
     }
+
+    #[test]
+    fn hosts_filter_by_role_labels_and_hypervisor() {
+        let inv: crate::inventory::Inventory = serde_saphyr::from_str(
+            "apiVersion: edgeforge/v1\nsites:\n  - name: s\n    labels: { tier: edge }\n    nodes:\n\
+             \x20     - { name: a, role: server, address: 10.0.0.1, hypervisorHost: true }\n\
+             \x20     - { name: b, role: agent, address: 10.0.0.2, labels: { gpu: 'yes' } }\n",
+        )
+        .unwrap();
+        let pick = |filter: &str| {
+            let pb = Playbook::parse("f.yaml", &format!("name: f\nhosts: {filter}\nsteps: []\n"))
+                .unwrap();
+            inv.nodes()
+                .filter(|v| pb.applies_to(v))
+                .map(|v| v.node.name.value.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pick("{ role: server }"), vec!["a"]);
+        assert_eq!(pick("{ labels: { gpu: 'yes' } }"), vec!["b"]);
+        assert_eq!(pick("{ labels: { tier: edge } }"), vec!["a", "b"]);
+        assert_eq!(pick("{ hypervisor_host: true }"), vec!["a"]);
+        assert_eq!(pick("{}"), vec!["a", "b"]);
+    }
 }
