@@ -31,7 +31,7 @@ pub struct Facts {
     pub virt_cpu_flags: bool,
     /// `systemd`, `openrc` or `unknown`.
     pub init: String,
-    /// `apt`, `dnf`, `zypper`, `apk` or empty.
+    /// `apt`, `dnf`, `yum`, `zypper`, `apk` or empty.
     pub pkg_mgr: String,
     /// Short hostname now.
     pub hostname: String,
@@ -144,7 +144,6 @@ pub fn parse(text: &str) -> Facts {
             "pkg_mgr" => {
                 f.pkg_mgr = match v {
                     "apt-get" => "apt",
-                    "yum" => "dnf",
                     other => other,
                 }
                 .to_string()
@@ -185,7 +184,7 @@ mod tests {
     fn parses_the_script_output() {
         let f = parse(
             "os_id=rocky\nos_like=rhel centos fedora\nos_version=9.4\narch=x86_64\ncpus=4\nmem_kib=2048000\n\
-             disk=vda 10737418240\nkvm_device=1\ninit=systemd\npkg_mgr=yum\nboot_id=abc\n",
+             disk=vda 10737418240\nkvm_device=1\ninit=systemd\npkg_mgr=dnf\nboot_id=abc\n",
         );
         assert_eq!(f.os_family, "redhat");
         assert_eq!(f.pkg_mgr, "dnf");

@@ -22,7 +22,7 @@ impl Shard {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
-        h % u64::from(self.count) == u64::from(self.index - 1)
+        self.count > 0 && h % u64::from(self.count) == u64::from(self.index.saturating_sub(1))
     }
 }
 

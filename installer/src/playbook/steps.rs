@@ -1039,6 +1039,12 @@ fn package_body(p: &PackageParams, facts: &Facts) -> Result<String, StepError> {
             "dnf remove -y -q",
             "dnf makecache -q",
         ),
+        "yum" => (
+            "rpm -q \"$p\" >/dev/null 2>&1",
+            "yum install -y -q",
+            "yum remove -y -q",
+            "yum makecache -q",
+        ),
         "zypper" => (
             "rpm -q \"$p\" >/dev/null 2>&1",
             "zypper -n -q install",
@@ -1053,7 +1059,7 @@ fn package_body(p: &PackageParams, facts: &Facts) -> Result<String, StepError> {
         ),
         other => {
             return Err(StepError::Invalid(format!(
-                "no supported package manager on this host (found `{other}`); supported: apt, dnf, zypper, apk"
+                "no supported package manager on this host (found `{other}`); supported: apt, dnf, yum, zypper, apk"
             )));
         }
     };
