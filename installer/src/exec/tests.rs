@@ -412,8 +412,18 @@ async fn stop_lets_the_running_step_finish_and_starts_nothing_new() {
         parallel: 1,
         ..rig.opts()
     };
+    // Stop (as Ctrl-C does) once the slow step is under way on host a.
+    let sink = rig.sink.clone();
     let stopper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        loop {
+            let started = sink.0.lock().unwrap().iter().any(
+                |e| matches!(e, Event::StepStarted { host, step, .. } if host == "a" && step == "slow"),
+            );
+            if started {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         cancel.stop();
     });
     let s = ex

@@ -425,17 +425,25 @@ async fn a_command_never_shows_its_text_in_a_process_list() {
     let marker = "EF-SECRET-MARKER-7f3a";
     let step = format!("command: {{ cmd: 'sleep 1; : {marker}' }}");
     let run = rig.run(&step, false);
+    let done = std::sync::atomic::AtomicBool::new(false);
     let scan = async {
-        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         let mut seen = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
-                && String::from_utf8_lossy(&cmdline).contains(marker)
-            {
-                seen.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        while !done.load(Ordering::SeqCst) {
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+                    && String::from_utf8_lossy(&cmdline).contains(marker)
+                {
+                    seen.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+                }
             }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         seen
+    };
+    let run = async {
+        let r = run.await;
+        done.store(true, Ordering::SeqCst);
+        r
     };
     let (report, seen) = tokio::join!(run, scan);
     assert!(report.unwrap().changed);
