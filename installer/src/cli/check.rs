@@ -1,11 +1,27 @@
-//! `edgeforge check` and `edgeforge inventory schema`.
+//! `edgeforge check` (validate an inventory, report every problem at once)
+//! and `edgeforge inventory schema` (the format as JSON Schema, for editors).
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use super::{GlobalOpts, Outcome};
+use crate::inventory::{self, Diagnostic, Inventory, LoadError, Role, Severity};
+
+use super::{ColorChoice, GlobalOpts, Outcome};
 
 /// Arguments of `edgeforge check`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Every problem is reported at once, as FILE:LINE:COL: error|warning: what is
+wrong, followed by a `help:` line saying how to fix it. Warnings do not fail
+the check.
+
+Exit codes: 0 valid (warnings allowed), 2 invalid inventory, 1 the file could
+not be read.
+
+Examples:
+  edgeforge check -i inventory/lab.yaml
+  edgeforge check -i sites.yaml --color never 2> problems.txt
+  edgeforge -q check -i sites.yaml        # errors only, no summary")]
 pub struct CheckArgs {
     /// The inventory file.
     #[arg(short, long, value_name = "FILE")]
@@ -16,17 +32,141 @@ pub struct CheckArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum InventoryCommand {
     /// Print the inventory's JSON Schema, for editors.
+    #[command(after_help = "\
+The schema (JSON Schema draft 2020-12) is generated from the same types that
+read the inventory, so it is always exact. Editors with a YAML language server
+complete and validate inventories with it.
+
+Examples:
+  edgeforge inventory schema > edgeforge-inventory.schema.json
+  # then, first line of an inventory (VS Code / yaml-language-server):
+  # yaml-language-server: $schema=./edgeforge-inventory.schema.json")]
     Schema,
 }
 
 /// Runs `edgeforge check`.
-pub fn run(_g: &GlobalOpts, _args: CheckArgs) -> Outcome {
-    eprintln!("error: `check` is not built yet");
-    Outcome::Failed
+pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
+    let color = use_color(g.color, std::io::stderr().is_terminal());
+    let shown = args.inventory.display().to_string();
+    match inventory::load(&args.inventory) {
+        Ok(loaded) => {
+            print_diagnostics(&loaded.warnings, g.quiet, color);
+            if !g.quiet {
+                println!(
+                    "{shown}: ok: {}{}",
+                    summary(&loaded.inventory),
+                    match loaded.warnings.len() {
+                        0 => String::new(),
+                        1 => ", 1 warning".to_owned(),
+                        n => format!(", {n} warnings"),
+                    }
+                );
+            }
+            Outcome::Success
+        }
+        Err(LoadError::Invalid(diags)) => {
+            print_diagnostics(&diags, g.quiet, color);
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            let warnings = diags.len() - errors;
+            eprintln!(
+                "{shown}: invalid: {errors} error{}, {warnings} warning{}",
+                plural(errors),
+                plural(warnings)
+            );
+            Outcome::InvalidInput
+        }
+        Err(e @ LoadError::Io { .. }) => {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            eprintln!("error: {e}{cause}");
+            Outcome::Failed
+        }
+    }
 }
 
 /// Runs `edgeforge inventory ...`.
-pub fn run_inventory(_g: &GlobalOpts, _cmd: InventoryCommand) -> Outcome {
-    eprintln!("error: `inventory schema` is not built yet");
-    Outcome::Failed
+pub fn run_inventory(_g: &GlobalOpts, cmd: InventoryCommand) -> Outcome {
+    match cmd {
+        InventoryCommand::Schema => {
+            let text = match serde_json::to_string_pretty(&inventory::json_schema()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: rendering the schema: {e}");
+                    return Outcome::Failed;
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{text}") {
+                Ok(()) => Outcome::Success,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Outcome::Success,
+                Err(e) => {
+                    eprintln!("error: writing the schema: {e}");
+                    Outcome::Failed
+                }
+            }
+        }
+    }
+}
+
+/// One line: sites, nodes, servers, agents.
+fn summary(inv: &Inventory) -> String {
+    let nodes = inv.nodes().count();
+    let servers = inv.nodes().filter(|n| n.node.role == Role::Server).count();
+    let sites = inv.sites.len();
+    format!(
+        "{sites} site{}, {nodes} node{} ({servers} server{}, {} agent{})",
+        plural(sites),
+        plural(nodes),
+        plural(servers),
+        nodes - servers,
+        plural(nodes - servers)
+    )
+}
+
+fn print_diagnostics(diags: &[Diagnostic], quiet: bool, color: bool) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        if quiet && d.severity == Severity::Warning {
+            continue;
+        }
+        let _ = writeln!(err, "{}", render(d, color));
+    }
+}
+
+/// A diagnostic as text, with ANSI colours when `color`.
+fn render(d: &Diagnostic, color: bool) -> String {
+    if !color {
+        return d.to_string();
+    }
+    let sev = match d.severity {
+        Severity::Error => "\x1b[1;31merror\x1b[0m",
+        Severity::Warning => "\x1b[1;33mwarning\x1b[0m",
+    };
+    let mut s = format!(
+        "\x1b[1m{}:{}:{}:\x1b[0m {sev}: \x1b[1m{}\x1b[0m",
+        d.file, d.line, d.col, d.message
+    );
+    if !d.hint.is_empty() {
+        s.push_str(&format!("\n  \x1b[1;36mhelp:\x1b[0m {}", d.hint));
+    }
+    s
+}
+
+/// Whether to colour, from `--color` and whether the stream is a terminal.
+fn use_color(choice: ColorChoice, is_terminal: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }

@@ -224,7 +224,12 @@ pub struct Hypervisor {
 
 /// How VMs on a hypervisor reach and are reached.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "mode")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "mode"
+)]
 pub enum VmNetwork {
     /// User-mode networking (passt) with SSH forwarded from a loopback port
     /// of the hypervisor: no bridge, no root networking, fine for labs.
@@ -362,7 +367,12 @@ pub enum Role {
 
 /// Where a node's machine comes from.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "type")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "type"
+)]
 pub enum Machine {
     /// An installed machine reachable over SSH.
     #[default]
