@@ -311,6 +311,18 @@ impl Checker<'_> {
         }
         let machine = node.get("machine");
         let forward_port = machine.and_then(|m| self.machine(m, &name));
+        if let (Some(forward), Some(port)) = (forward_port, ssh.and_then(|s| s.get("port")))
+            && port.as_int().is_some_and(|p| p != i128::from(forward))
+        {
+            self.diags.warning(
+                port.at(),
+                format!(
+                    "`port` is ignored for node `{name}`: it is a user-mode VM, reached on its \
+                     `sshForwardPort` {forward}."
+                ),
+                "Remove `ssh.port` from this node.",
+            );
+        }
         let Some(address) = node.get("address") else {
             return;
         };
