@@ -639,6 +639,9 @@ impl Checker<'_> {
 
     /// A secret reference in map form: env names must be valid, files should exist.
     fn secret(&mut self, secret: &Node) {
+        if secret.entries().len() != 1 {
+            return; // not a reference; the structural check said so
+        }
         if let Some(env) = secret.get("env")
             && let Some(name) = env.as_str()
             && !is_env_name(name)
