@@ -319,6 +319,22 @@ fn user_mode_vm_without_forward_port() {
 }
 
 #[test]
+fn local_user_mode_vm_must_be_addressed_on_loopback() {
+    let text = replace(
+        "        address: 10.1.0.2\n",
+        "        address: 10.1.0.2\n        machine: {type: libvirt, hypervisor: local, sshForwardPort: 2202}\n",
+    );
+    let d = one(
+        &text,
+        Severity::Warning,
+        16,
+        18,
+        &["`10.1.0.2`", "forwarded on loopback"],
+    );
+    assert_eq!(d.hint, "Set `address: 127.0.0.1`.");
+}
+
+#[test]
 fn duplicate_forward_port_on_one_hypervisor() {
     let vm = |port: u16| {
         format!("        machine: {{type: libvirt, hypervisor: local, sshForwardPort: {port}}}\n")

@@ -62,6 +62,8 @@ type JumpRef = (String, (u32, u32));
 struct HypervisorInfo {
     /// VMs on it use user-mode networking (the default).
     user_mode: bool,
+    /// Its URI names no host: it is this machine.
+    local: bool,
 }
 
 struct Checker<'a> {
@@ -116,6 +118,14 @@ impl Checker<'_> {
                 name.to_owned(),
                 HypervisorInfo {
                     user_mode: matches!(mode, None | Some("user")),
+                    local: hv
+                        .get("uri")
+                        .and_then(Node::as_str)
+                        .and_then(|u| url::Url::parse(u).ok())
+                        .is_some_and(|u| {
+                            u.host_str()
+                                .is_none_or(|h| h.is_empty() || h == "localhost")
+                        }),
                 },
             );
         }
@@ -310,7 +320,7 @@ impl Checker<'_> {
             self.labels(labels);
         }
         let machine = node.get("machine");
-        let forward_port = machine.and_then(|m| self.machine(m, &name));
+        let forward_port = machine.and_then(|m| self.machine(m, &name, node.get("address")));
         if let (Some(forward), Some(port)) = (forward_port, ssh.and_then(|s| s.get("port")))
             && port.as_int().is_some_and(|p| p != i128::from(forward))
         {
@@ -370,7 +380,12 @@ impl Checker<'_> {
 
     /// Checks a node's `machine`; returns the forwarded SSH port of a
     /// user-mode VM.
-    fn machine(&mut self, machine: &Node, node_name: &str) -> Option<u16> {
+    fn machine(
+        &mut self,
+        machine: &Node,
+        node_name: &str,
+        node_address: Option<&Node>,
+    ) -> Option<u16> {
         match machine.get("type").and_then(Node::as_str) {
             Some("libvirt") => {
                 if let Some(vm) = machine.get("vm") {
@@ -391,6 +406,7 @@ impl Checker<'_> {
                         .and_then(|p| u16::try_from(p).ok());
                 };
                 let user_mode = info.user_mode;
+                let local = info.local;
                 match (user_mode, forward) {
                     (true, None) => {
                         self.diags.error(
@@ -405,6 +421,9 @@ impl Checker<'_> {
                         None
                     }
                     (true, Some(port_node)) => {
+                        if local {
+                            self.forwarded_to_loopback(node_address, node_name, hv_name);
+                        }
                         let port = port_node.as_int()?;
                         if port == 0 {
                             self.diags.error(
@@ -472,6 +491,29 @@ impl Checker<'_> {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// Warns when a user-mode VM on this machine is not addressed on
+    /// loopback, where its SSH port is forwarded.
+    fn forwarded_to_loopback(&mut self, address: Option<&Node>, node_name: &str, hv_name: &str) {
+        let Some(address) = address else {
+            return;
+        };
+        let Some(text) = address.as_str() else {
+            return;
+        };
+        let loopback =
+            text == "localhost" || text.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            self.diags.warning(
+                address.at(),
+                format!(
+                    "Node `{node_name}` is a user-mode VM on `{hv_name}` (this machine), whose \
+                     SSH port is forwarded on loopback, but its `address` is `{text}`."
+                ),
+                "Set `address: 127.0.0.1`.",
+            );
         }
     }
 
@@ -906,4 +948,68 @@ fn is_sha256_fingerprint(s: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels_and_names() {
+        assert!(is_dns_label("edge-1"));
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+        assert!(is_dns_name("Bastion.EU.example.com"));
+        assert!(is_dns_name("localhost."));
+        assert!(
+            !is_dns_name("10.0.0.999"),
+            "all-numeric names are botched IPs"
+        );
+        assert!(!is_dns_name("bad host"));
+        assert!(!is_dns_name("a..b"));
+    }
+
+    #[test]
+    fn registry_hosts() {
+        for ok in [
+            "docker.io",
+            "registry.k8s.io:5000",
+            "10.0.0.5:5000",
+            "[fd00::1]:5000",
+        ] {
+            assert!(is_registry_host(ok), "{ok}");
+        }
+        for bad in ["https://docker.io", "docker.io:0", "docker.io:99999", "a b"] {
+            assert!(!is_registry_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_labels() {
+        assert!(is_label_key("example.com/rack"));
+        assert!(is_label_key("rack_1.a"));
+        assert!(!is_label_key("example.com/"));
+        assert!(!is_label_key("bad key"));
+        assert!(is_label_value(""));
+        assert!(is_label_value("2026q4"));
+        assert!(!is_label_value("-x"));
+        assert!(!is_label_value(&"x".repeat(64)));
+    }
+
+    #[test]
+    fn env_names_and_fingerprints() {
+        assert!(is_env_name("EDGE_SUDO_PASSWORD"));
+        assert!(!is_env_name("1X"));
+        assert!(!is_env_name("A-B"));
+        assert!(is_sha256_fingerprint(
+            "SHA256:CZJu5gIF7RTgHyzDzWKZ/CytyTqqR7lZdAL+kcWBQ8k"
+        ));
+        assert!(!is_sha256_fingerprint(
+            "SHA256:CZJu5gIF7RTgHyzDzWKZ/CytyTqqR7lZdAL+kcWBQ8"
+        ));
+        assert!(!is_sha256_fingerprint(
+            "MD5:16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48"
+        ));
+    }
 }

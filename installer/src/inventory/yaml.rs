@@ -276,8 +276,11 @@ impl Builder {
                     });
                 }
             }
-            Event::Scalar(text, style, anchor, _tag) => {
-                let kind = if style == ScalarStyle::Plain {
+            Event::Scalar(text, style, anchor, tag) => {
+                let forced_string = tag
+                    .as_ref()
+                    .is_some_and(|t| t.handle() == "tag:yaml.org,2002:" && t.suffix() == "str");
+                let kind = if style == ScalarStyle::Plain && !forced_string {
                     resolve_plain(&text)
                 } else {
                     ScalarKind::Str
@@ -508,7 +511,7 @@ fn merge_into(merged: &mut Vec<Entry>, value: Node, diags: &mut Diagnostics) {
     }
 }
 
-/// Core-schema type of a plain scalar.
+/// Core-schema type of a plain scalar (one tagged `!!str` is a string).
 fn resolve_plain(text: &str) -> ScalarKind {
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return ScalarKind::Null,
@@ -592,6 +595,16 @@ mod tests {
         assert_eq!(node.get("g").and_then(Node::as_int), Some(16));
         assert_eq!(node.get("f").map(Node::at), Some((6, 4)));
         assert_eq!(node.entry("f").map(|e| e.key_at), Some((6, 1)));
+    }
+
+    #[test]
+    fn str_tag_keeps_a_number_a_string() {
+        let (node, errs) = tree("a: !!str 22\nb: 22\n");
+        assert!(errs.is_empty(), "{errs:?}");
+        let node = node.expect("tree");
+        assert_eq!(node.get("a").and_then(Node::as_int), None);
+        assert_eq!(node.get("a").and_then(Node::as_str), Some("22"));
+        assert_eq!(node.get("b").and_then(Node::as_int), Some(22));
     }
 
     #[test]
