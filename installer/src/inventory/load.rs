@@ -10,9 +10,10 @@
 //!    fields, bad enum values, inline secrets — all of them, each at its node;
 //! 3. semantic checks on the same tree ([`validate`]), which run even when
 //!    stage 2 found errors because they only read values of the right shape;
-//! 4. when no error was found, deserialize the text with serde-saphyr into
-//!    the typed [`Inventory`] (whose [`Sp`] positions come from the same
-//!    parser), and resolve its local paths against the inventory's directory.
+//! 4. when no error was found, deserialize the typed [`Inventory`] from the
+//!    same tree ([`de`]; [`Sp`] positions come from its nodes, the file is
+//!    parsed once), and resolve its local paths against the inventory's
+//!    directory.
 //!
 //! The schema being generated from the model keeps stages 2 and 4 in step:
 //! there is one description of the format. Stage 4 failing after 2 and 3
@@ -20,12 +21,16 @@
 //! position rather than panicking.
 //!
 //! [`yaml`]: super::yaml
+//! [`de`]: super::de
 //! [`schema`]: super::schema
 //! [`validate`]: super::validate
 //! [`Sp`]: super::model::Sp
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
+use super::de::NodeDe;
 use super::diagnostic::{Diagnostic, Diagnostics, Severity};
 use super::model::{Federation, Inventory, Machine, SecretRef, SshSettings};
 
@@ -138,7 +143,7 @@ fn load_text(name: &str, text: &str, base_dir: &Path) -> Result<Loaded, LoadErro
     if diags.has_errors() {
         return Err(LoadError::Invalid(diags.into_sorted()));
     }
-    match serde_saphyr::from_str::<Inventory>(text) {
+    match Inventory::deserialize(NodeDe(&tree)) {
         Ok(mut inventory) => {
             resolve_paths(&mut inventory, base_dir);
             Ok(Loaded {
@@ -148,15 +153,9 @@ fn load_text(name: &str, text: &str, base_dir: &Path) -> Result<Loaded, LoadErro
             })
         }
         Err(e) => {
-            let (line, col) = e
-                .location()
-                .map_or((1, 1), |l| (to_u32(l.line()), to_u32(l.column())));
             diags.error(
-                (line, col),
-                format!(
-                    "The inventory does not fit the format: {}",
-                    e.without_snippet()
-                ),
+                e.at.unwrap_or((1, 1)),
+                format!("The inventory does not fit the format: {}.", e.message),
                 "See docs/inventory.md for this field.",
             );
             Err(LoadError::Invalid(diags.into_sorted()))

@@ -4,6 +4,7 @@
 //! file:line:col; `resolve` layers defaults < site < node; [`json_schema`] is
 //! the format as JSON Schema, for editors.
 
+mod de;
 mod diagnostic;
 mod load;
 pub mod model;

@@ -458,15 +458,40 @@ impl<T: PartialEq> PartialEq for Sp<T> {
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    /// Reads the value with its position from the inventory loader's
+    /// deserializer (see `inventory::de`); any other deserializer gives the
+    /// bare value with position 0:0.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
-        let line = u32::try_from(s.referenced.line()).unwrap_or(u32::MAX);
-        let col = u32::try_from(s.referenced.column()).unwrap_or(u32::MAX);
-        Ok(Sp {
-            value: s.value,
-            line,
-            col,
-        })
+        d.deserialize_newtype_struct(super::de::SP_NEWTYPE, SpVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Visits either the loader's `(line, col, value)` or a plain value.
+struct SpVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for SpVisitor<T> {
+    type Value = Sp<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Sp<T>, D::Error> {
+        T::deserialize(d).map(Sp::new)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Sp<T>, A::Error> {
+        use serde::de::Error;
+        let line = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+        let col = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+        let value = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(2, &self))?;
+        Ok(Sp { value, line, col })
     }
 }
 

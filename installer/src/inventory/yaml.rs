@@ -1,6 +1,7 @@
 //! A YAML document as a generic tree whose every node keeps its line and
-//! column, built from the event stream of the parser serde-saphyr itself uses
-//! (granit-parser), so positions agree with the typed model's [`Sp`] values.
+//! column, built from the event stream of granit-parser (the parser of
+//! serde-saphyr, re-exported by it). The typed model is deserialized from
+//! this tree too, so its [`Sp`] positions are these.
 //!
 //! The structural and semantic checks walk this tree instead of the typed
 //! model because it exists even when the document does not fit the model:
