@@ -86,7 +86,8 @@ pub struct SshSettings {
     /// TCP port (default 22).
     #[serde(default)]
     pub port: Option<u16>,
-    /// Private key file (ed25519, ecdsa or rsa); `~` expands to the home directory.
+    /// Private key file (ed25519, ecdsa or rsa). Written relative to the
+    /// inventory's directory or `~`; the loaded model holds it resolved.
     #[serde(default)]
     pub identity_file: Option<Sp<PathBuf>>,
     /// Passphrase of the identity file, by reference.
@@ -119,7 +120,8 @@ pub struct HostKeyPolicy {
     /// A pinned key fingerprint, `SHA256:...` as `ssh-keygen -lf` prints it.
     #[serde(default)]
     pub fingerprint: Option<Sp<String>>,
-    /// An OpenSSH known_hosts file (hashed entries and `[host]:port` work).
+    /// An OpenSSH known_hosts file (hashed entries and `[host]:port` work);
+    /// resolved like `identityFile`.
     #[serde(default)]
     pub known_hosts: Option<Sp<PathBuf>>,
     /// `strict` (default): the key must be known. `accept-new`: record the
@@ -156,7 +158,7 @@ pub struct Sudo {
 pub enum SecretRef {
     /// Read from this environment variable.
     Env(String),
-    /// Read from this file (trailing newline removed).
+    /// Read from this file (trailing newline removed); resolved like `identityFile`.
     File(PathBuf),
 }
 
@@ -271,7 +273,7 @@ pub struct Federation {
     /// `karmada`, `kubefed` or `none` (default).
     #[serde(default, rename = "type")]
     pub kind: FederationKind,
-    /// Kubeconfig of the federation host.
+    /// Kubeconfig of the federation host; resolved like `identityFile`.
     #[serde(default)]
     pub kubeconfig: Option<Sp<PathBuf>>,
     /// Context in that kubeconfig (default: its current context).
@@ -400,7 +402,8 @@ pub enum Machine {
         username: String,
         /// BMC password, by reference.
         password: SecretRef,
-        /// CA bundle that signs the BMC's certificate (default: system roots).
+        /// CA bundle that signs the BMC's certificate (default: system roots);
+        /// resolved like `identityFile`.
         #[serde(default)]
         ca_file: Option<PathBuf>,
         /// Install media URL booted as virtual media, if the OS is to be installed.
