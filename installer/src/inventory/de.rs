@@ -372,6 +372,16 @@ sites:
             let tree = super::super::yaml::parse(text, &mut diags).expect("tree");
             let ours = Inventory::deserialize(NodeDe(&tree)).expect("from tree");
             let theirs: Inventory = serde_saphyr::from_str(text).expect("from text");
+            // Positions agree too (serde-saphyr reaches `Sp` through its `Spanned`).
+            let pos = |inv: &Inventory| -> Vec<(u32, u32)> {
+                inv.sites
+                    .iter()
+                    .flat_map(|s| s.nodes.iter())
+                    .flat_map(|n| [(n.name.line, n.name.col), (n.address.line, n.address.col)])
+                    .collect()
+            };
+            assert_eq!(pos(&ours), pos(&theirs));
+            assert!(pos(&ours).iter().all(|(l, c)| *l >= 1 && *c >= 1));
             let ours = serde_json::to_value(&ours).expect("json");
             let theirs = serde_json::to_value(&theirs).expect("json");
             assert_eq!(ours, theirs);

@@ -462,8 +462,9 @@ impl<T: PartialEq> PartialEq for Sp<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
     /// Reads the value with its position from the inventory loader's
-    /// deserializer (see `inventory::de`); any other deserializer gives the
-    /// bare value with position 0:0.
+    /// deserializer (see `inventory::de`) or from serde-saphyr (through its
+    /// `Spanned`, so other YAML files can use `Sp` too); any other
+    /// deserializer gives the value with position 0:0.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_newtype_struct(super::de::SP_NEWTYPE, SpVisitor(std::marker::PhantomData))
     }
@@ -480,7 +481,12 @@ impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for SpVisitor<T> {
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Sp<T>, D::Error> {
-        T::deserialize(d).map(Sp::new)
+        let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        Ok(Sp {
+            value: s.value,
+            line: u32::try_from(s.referenced.line()).unwrap_or(u32::MAX),
+            col: u32::try_from(s.referenced.column()).unwrap_or(u32::MAX),
+        })
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Sp<T>, A::Error> {
