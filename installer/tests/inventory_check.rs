@@ -710,3 +710,35 @@ fn jump_chain_expands_nested_jump_hosts() {
         .collect();
     assert_eq!(chain, ["bastion", "site-gw"]);
 }
+
+#[test]
+fn reference_documents_every_field_of_the_schema() {
+    fn collect(schema: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match schema {
+            serde_json::Value::Object(map) => {
+                if let Some(props) = map.get("properties").and_then(|p| p.as_object()) {
+                    out.extend(props.keys().cloned());
+                }
+                for v in map.values() {
+                    collect(v, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    let mut fields = std::collections::BTreeSet::new();
+    collect(&inventory::json_schema(), &mut fields);
+    assert!(fields.len() > 40, "{fields:?}");
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/inventory.md"))
+            .expect("docs/inventory.md");
+    let missing: Vec<&String> = fields
+        .iter()
+        .filter(|f| !docs.contains(&format!("`{f}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "fields not in docs/inventory.md: {missing:?}"
+    );
+}
