@@ -99,6 +99,49 @@ fn malformed_yaml_exits_2_with_line_and_column() {
 }
 
 #[test]
+fn json_format_carries_the_same_diagnostics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: edgeforge/v1\nsites:\n  - name: s\n    nodes: []\n",
+    )
+    .expect("write");
+    let out = edgeforge(&[
+        "check",
+        "--format",
+        "json",
+        "-i",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["diagnostics"][0]["severity"], "error");
+    assert_eq!(report["diagnostics"][0]["line"], 3);
+    assert_eq!(report["diagnostics"][0]["col"], 11);
+    assert!(
+        report["diagnostics"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no server"))
+    );
+
+    let lab = example("lab.yaml");
+    let out = edgeforge(&[
+        "check",
+        "--format",
+        "json",
+        "-i",
+        lab.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["summary"], "1 site, 3 nodes (1 server, 2 agents)");
+    assert_eq!(report["diagnostics"], serde_json::json!([]));
+}
+
+#[test]
 fn unreadable_file_exits_1() {
     let out = edgeforge(&["check", "-i", "/nonexistent/inventory.yaml"]);
     assert_eq!(out.status.code(), Some(1));

@@ -6,7 +6,8 @@
 use std::fmt;
 
 /// How serious a problem is: errors make the inventory invalid, warnings don't.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The inventory cannot be used as written.
     Error,
@@ -24,7 +25,7 @@ impl fmt::Display for Severity {
 }
 
 /// One problem, located in the inventory file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
