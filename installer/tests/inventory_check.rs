@@ -176,7 +176,27 @@ fn port_out_of_range() {
         Severity::Error,
         17,
         21,
-        &["70000", "from 0 to 65535"],
+        &["70000", "from 1 to 65535"],
+    );
+}
+
+#[test]
+fn vm_sizes_have_lower_bounds() {
+    let text = replace(
+        "sites:\n",
+        "defaults:\n  vm: {cpus: 0, memoryMib: 128, diskGib: 10}\nsites:\n",
+    );
+    let d = diags(&text);
+    let got: Vec<String> = d
+        .iter()
+        .map(|d| format!("{}:{} {}", d.line, d.col, d.message))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "9:14 `cpus` is 0, out of range: it must be at least 1.",
+            "9:28 `memoryMib` is 128, out of range: it must be at least 256.",
+        ]
     );
 }
 

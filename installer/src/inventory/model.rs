@@ -85,6 +85,7 @@ pub struct SshSettings {
     pub user: Option<Sp<String>>,
     /// TCP port (default 22).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub port: Option<u16>,
     /// Private key file (ed25519, ecdsa or rsa). Written relative to the
     /// inventory's directory or `~`; the loaded model holds it resolved.
@@ -119,6 +120,7 @@ pub struct SshSettings {
 pub struct HostKeyPolicy {
     /// A pinned key fingerprint, `SHA256:...` as `ssh-keygen -lf` prints it.
     #[serde(default)]
+    #[schemars(pattern(r"^SHA256:[A-Za-z0-9+/]{43}=?$"))]
     pub fingerprint: Option<Sp<String>>,
     /// An OpenSSH known_hosts file (hashed entries and `[host]:port` work);
     /// resolved like `identityFile`.
@@ -168,12 +170,15 @@ pub enum SecretRef {
 pub struct VmSettings {
     /// Virtual CPUs (default 2).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub cpus: Option<u32>,
     /// Memory in MiB (default 1024).
     #[serde(default)]
+    #[schemars(range(min = 256))]
     pub memory_mib: Option<u64>,
     /// Root disk in GiB (default 10).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub disk_gib: Option<u64>,
     /// Base image artifact name (default `versions.osImage`).
     #[serde(default)]
@@ -210,6 +215,7 @@ pub struct K3sSettings {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Hypervisor {
     /// Name that nodes refer to in `machine.hypervisor`.
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Sp<String>,
     /// libvirt URI: `qemu:///system` for this machine, `qemu+ssh://user@host/system` for another.
     pub uri: Sp<String>,
@@ -258,6 +264,7 @@ pub enum VmNetwork {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct JumpHost {
     /// Name that `ssh.jump` refers to.
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Sp<String>,
     /// Address (IP or DNS name).
     pub address: Sp<String>,
@@ -299,6 +306,7 @@ pub enum FederationKind {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Site {
     /// Unique site name (DNS label: lowercase letters, digits, `-`).
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Sp<String>,
     /// Region label, e.g. `eu-west`.
     #[serde(default)]
@@ -325,6 +333,7 @@ pub struct Site {
 pub struct Cluster {
     /// Cluster name on the federation host (default: the site name).
     #[serde(default)]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Option<Sp<String>>,
 }
 
@@ -333,6 +342,7 @@ pub struct Cluster {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Node {
     /// Unique node name; also its hostname.
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Sp<String>,
     /// `server` (control plane) or `agent` (worker).
     pub role: Role,
@@ -389,6 +399,7 @@ pub enum Machine {
         /// With `network.mode: user`, the loopback port on the hypervisor
         /// forwarded to the VM's port 22 (then `address` is `127.0.0.1`).
         #[serde(default)]
+        #[schemars(range(min = 1))]
         ssh_forward_port: Option<u16>,
     },
     /// Bare metal powered and booted through a Redfish BMC.

@@ -146,7 +146,7 @@ impl Walker<'_> {
                 self.diags.error(
                     node.at(),
                     format!("{what} is {i}, out of range: it must be {range}."),
-                    format!("Use a value {range}."),
+                    format!("Use a value {range} (see docs/inventory.md for what it means)."),
                 );
             }
         }

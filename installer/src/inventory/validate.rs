@@ -1,6 +1,8 @@
-//! Semantic checks: what the schema cannot say. Unique names, references
-//! that resolve, jump hosts without cycles, quorum, addresses, networks,
-//! URLs, files that must exist, host-key fingerprints.
+//! Semantic checks: what the schema walk does not say. Unique names,
+//! references that resolve, jump hosts without cycles, quorum, addresses,
+//! networks, URLs, files that must exist, the formats of names and host-key
+//! fingerprints (the schema carries those as `pattern`s for editors; the walk
+//! leaves them to the messages here). Number ranges are the schema's.
 //!
 //! The checks walk the spanned YAML tree, not the typed model, so they run
 //! even when the structural check found errors elsewhere: a user fixing a
@@ -165,9 +167,6 @@ impl Checker<'_> {
     fn defaults(&mut self, defaults: &Node) {
         if let Some(ssh) = defaults.get("ssh") {
             self.ssh(ssh);
-        }
-        if let Some(vm) = defaults.get("vm") {
-            self.vm(vm);
         }
         if let Some(k3s) = defaults.get("k3s") {
             self.k3s(k3s);
@@ -388,9 +387,6 @@ impl Checker<'_> {
     ) -> Option<u16> {
         match machine.get("type").and_then(Node::as_str) {
             Some("libvirt") => {
-                if let Some(vm) = machine.get("vm") {
-                    self.vm(vm);
-                }
                 let hv_node = machine.get("hypervisor")?;
                 let hv_name = hv_node.as_str()?;
                 let forward = machine.get("sshForwardPort");
@@ -424,15 +420,7 @@ impl Checker<'_> {
                         if local {
                             self.forwarded_to_loopback(node_address, node_name, hv_name);
                         }
-                        let port = port_node.as_int()?;
-                        if port == 0 {
-                            self.diags.error(
-                                port_node.at(),
-                                "`sshForwardPort` is 0.".into(),
-                                "Pick a free port above 1024, one per VM, e.g. 2201.",
-                            );
-                            return None;
-                        }
+                        let port = port_node.as_int().filter(|p| *p > 0)?;
                         let key = (hv_name.to_owned(), port);
                         if let Some(line) = self.forward_ports.get(&key) {
                             self.diags.error(
@@ -518,15 +506,6 @@ impl Checker<'_> {
     }
 
     fn ssh(&mut self, ssh: &Node) {
-        if let Some(port) = ssh.get("port")
-            && port.as_int() == Some(0)
-        {
-            self.diags.error(
-                port.at(),
-                "`port` is 0.".into(),
-                "Use the SSH port, usually 22.",
-            );
-        }
         if let Some(user) = ssh.get("user")
             && user.as_str().is_some_and(str::is_empty)
         {
@@ -578,39 +557,6 @@ impl Checker<'_> {
                      the path; relative paths start at the inventory's directory.",
                 );
             }
-        }
-    }
-
-    fn vm(&mut self, vm: &Node) {
-        if let Some(cpus) = vm.get("cpus")
-            && cpus.as_int() == Some(0)
-        {
-            self.diags.error(
-                cpus.at(),
-                "`cpus` is 0.".into(),
-                "A VM needs at least 1 vCPU; 2 is a good start.",
-            );
-        }
-        if let Some(mem) = vm.get("memoryMib")
-            && let Some(m) = mem.as_int()
-            && m < 256
-        {
-            self.diags.error(
-                mem.at(),
-                format!(
-                    "`memoryMib` is {m}; a Linux guest with k3s does not boot in under 256 MiB."
-                ),
-                "Use at least 512 (1024 for a k3s server).",
-            );
-        }
-        if let Some(disk) = vm.get("diskGib")
-            && disk.as_int() == Some(0)
-        {
-            self.diags.error(
-                disk.at(),
-                "`diskGib` is 0.".into(),
-                "Use at least 4 GiB; 10 is the default.",
-            );
         }
     }
 
