@@ -8,7 +8,9 @@
 //! the offending YAML node. Only the subset of JSON Schema that schemars emits
 //! for the model is understood: `$ref`/`$defs`, `type`, `properties`,
 //! `required`, `additionalProperties`, `items`, `enum`, `const`, `oneOf`,
-//! `anyOf`, `minimum`/`maximum`.
+//! `anyOf`, `minimum`/`maximum`. `pattern` and `format` are there for
+//! editors; the walk leaves them to the semantic checks, whose messages say
+//! more than "does not match".
 
 use serde_json::{Map, Value as Json};
 
