@@ -2,7 +2,7 @@
 //! and `edgeforge inventory schema` (the format as JSON Schema, for editors).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::inventory::{self, Diagnostic, Inventory, LoadError, Role, Severity};
 
@@ -63,17 +63,15 @@ Examples:
 
 /// Runs `edgeforge check`.
 pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
-    let color = use_color(g.color, std::io::stderr().is_terminal());
-    let shown = args.inventory.display().to_string();
     if args.format == CheckFormat::Json {
-        return run_json(&args, &shown);
+        return run_json(&args, &args.inventory.display().to_string());
     }
-    match inventory::load(&args.inventory) {
+    match load_inventory(g, &args.inventory) {
         Ok(loaded) => {
-            print_diagnostics(&loaded.warnings, g.quiet, color);
             if !g.quiet {
                 println!(
-                    "{shown}: ok: {}{}",
+                    "{}: ok: {}{}",
+                    args.inventory.display(),
                     summary(&loaded.inventory),
                     match loaded.warnings.len() {
                         0 => String::new(),
@@ -84,6 +82,21 @@ pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
             }
             Outcome::Success
         }
+        Err(outcome) => outcome,
+    }
+}
+
+/// Loads the inventory for any command (check, plan, apply, lab): prints
+/// its diagnostics (warnings only without `-q`) and, when it cannot be used,
+/// a summary line, returning the outcome to exit with (2 invalid, 1
+/// unreadable).
+pub(super) fn load_inventory(g: &GlobalOpts, path: &Path) -> Result<inventory::Loaded, Outcome> {
+    let color = use_color(g.color, std::io::stderr().is_terminal());
+    match inventory::load(path) {
+        Ok(loaded) => {
+            print_diagnostics(&loaded.warnings, g.quiet, color);
+            Ok(loaded)
+        }
         Err(LoadError::Invalid(diags)) => {
             print_diagnostics(&diags, g.quiet, color);
             let errors = diags
@@ -92,18 +105,19 @@ pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
                 .count();
             let warnings = diags.len() - errors;
             eprintln!(
-                "{shown}: invalid: {errors} error{}, {warnings} warning{}",
+                "{}: invalid: {errors} error{}, {warnings} warning{}",
+                path.display(),
                 plural(errors),
                 plural(warnings)
             );
-            Outcome::InvalidInput
+            Err(Outcome::InvalidInput)
         }
         Err(e @ LoadError::Io { .. }) => {
             let cause = std::error::Error::source(&e)
                 .map(|s| format!(": {s}"))
                 .unwrap_or_default();
             eprintln!("error: {e}{cause}");
-            Outcome::Failed
+            Err(Outcome::Failed)
         }
     }
 }
