@@ -1,32 +1,233 @@
-//! `edgeforge check` and `edgeforge inventory schema`.
+//! `edgeforge check` (validate an inventory, report every problem at once)
+//! and `edgeforge inventory schema` (the format as JSON Schema, for editors).
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
-use super::{GlobalOpts, Outcome};
+use crate::inventory::{self, Diagnostic, Inventory, LoadError, Role, Severity};
+
+use super::{ColorChoice, GlobalOpts, Outcome};
 
 /// Arguments of `edgeforge check`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Every problem is reported at once, as FILE:LINE:COL: error|warning: what is
+wrong, followed by a `help:` line saying how to fix it. Warnings do not fail
+the check.
+
+Exit codes: 0 valid (warnings allowed), 2 invalid inventory, 1 the file could
+not be read.
+
+With --format json, one JSON object goes to standard output instead:
+{\"file\", \"valid\", \"summary\", \"diagnostics\": [{\"severity\", \"file\", \"line\",
+\"col\", \"message\", \"hint\"}]}, for CI annotations and editor plugins.
+
+Examples:
+  edgeforge check -i inventory/lab.yaml
+  edgeforge check -i sites.yaml --color never 2> problems.txt
+  edgeforge -q check -i sites.yaml        # errors only, no summary
+  edgeforge check -i sites.yaml --format json | jq '.diagnostics[]'")]
 pub struct CheckArgs {
     /// The inventory file.
     #[arg(short, long, value_name = "FILE")]
     pub inventory: PathBuf,
+    /// Output format of the diagnostics and summary.
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+}
+
+/// Output format of `edgeforge check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// FILE:LINE:COL lines on standard error, a summary on standard output.
+    Text,
+    /// One JSON object on standard output.
+    Json,
 }
 
 /// `edgeforge inventory ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum InventoryCommand {
     /// Print the inventory's JSON Schema, for editors.
+    #[command(after_help = "\
+The schema (JSON Schema draft 2020-12) is generated from the same types that
+read the inventory, so it is always exact. Editors with a YAML language server
+complete and validate inventories with it.
+
+Examples:
+  edgeforge inventory schema > edgeforge-inventory.schema.json
+  # then, first line of an inventory (VS Code / yaml-language-server):
+  # yaml-language-server: $schema=./edgeforge-inventory.schema.json")]
     Schema,
 }
 
 /// Runs `edgeforge check`.
-pub fn run(_g: &GlobalOpts, _args: CheckArgs) -> Outcome {
-    eprintln!("error: `check` is not built yet");
-    Outcome::Failed
+pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
+    if args.format == CheckFormat::Json {
+        return run_json(&args, &args.inventory.display().to_string());
+    }
+    match load_inventory(g, &args.inventory) {
+        Ok(loaded) => {
+            if !g.quiet {
+                println!(
+                    "{}: ok: {}{}",
+                    args.inventory.display(),
+                    summary(&loaded.inventory),
+                    match loaded.warnings.len() {
+                        0 => String::new(),
+                        1 => ", 1 warning".to_owned(),
+                        n => format!(", {n} warnings"),
+                    }
+                );
+            }
+            Outcome::Success
+        }
+        Err(outcome) => outcome,
+    }
+}
+
+/// Loads the inventory for any command (check, plan, apply, lab): prints
+/// its diagnostics (warnings only without `-q`) and, when it cannot be used,
+/// a summary line, returning the outcome to exit with (2 invalid, 1
+/// unreadable).
+pub(super) fn load_inventory(g: &GlobalOpts, path: &Path) -> Result<inventory::Loaded, Outcome> {
+    let color = use_color(g.color, std::io::stderr().is_terminal());
+    match inventory::load(path) {
+        Ok(loaded) => {
+            print_diagnostics(&loaded.warnings, g.quiet, color);
+            Ok(loaded)
+        }
+        Err(LoadError::Invalid(diags)) => {
+            print_diagnostics(&diags, g.quiet, color);
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            let warnings = diags.len() - errors;
+            eprintln!(
+                "{}: invalid: {errors} error{}, {warnings} warning{}",
+                path.display(),
+                plural(errors),
+                plural(warnings)
+            );
+            Err(Outcome::InvalidInput)
+        }
+        Err(e @ LoadError::Io { .. }) => {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            eprintln!("error: {e}{cause}");
+            Err(Outcome::Failed)
+        }
+    }
+}
+
+/// `edgeforge check --format json`: the same outcome as one JSON object.
+fn run_json(args: &CheckArgs, shown: &str) -> Outcome {
+    let (outcome, summary, diagnostics) = match inventory::load(&args.inventory) {
+        Ok(loaded) => (
+            Outcome::Success,
+            Some(summary(&loaded.inventory)),
+            loaded.warnings,
+        ),
+        Err(LoadError::Invalid(diags)) => (Outcome::InvalidInput, None, diags),
+        Err(e @ LoadError::Io { .. }) => {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            eprintln!("error: {e}{cause}");
+            return Outcome::Failed;
+        }
+    };
+    let report = serde_json::json!({
+        "file": shown,
+        "valid": outcome == Outcome::Success,
+        "summary": summary,
+        "diagnostics": diagnostics,
+    });
+    println!("{report}");
+    outcome
 }
 
 /// Runs `edgeforge inventory ...`.
-pub fn run_inventory(_g: &GlobalOpts, _cmd: InventoryCommand) -> Outcome {
-    eprintln!("error: `inventory schema` is not built yet");
-    Outcome::Failed
+pub fn run_inventory(_g: &GlobalOpts, cmd: InventoryCommand) -> Outcome {
+    match cmd {
+        InventoryCommand::Schema => {
+            let text = match serde_json::to_string_pretty(&inventory::json_schema()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: rendering the schema: {e}");
+                    return Outcome::Failed;
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{text}") {
+                Ok(()) => Outcome::Success,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Outcome::Success,
+                Err(e) => {
+                    eprintln!("error: writing the schema: {e}");
+                    Outcome::Failed
+                }
+            }
+        }
+    }
+}
+
+/// One line: sites, nodes, servers, agents.
+fn summary(inv: &Inventory) -> String {
+    let nodes = inv.nodes().count();
+    let servers = inv.nodes().filter(|n| n.node.role == Role::Server).count();
+    let sites = inv.sites.len();
+    format!(
+        "{sites} site{}, {nodes} node{} ({servers} server{}, {} agent{})",
+        plural(sites),
+        plural(nodes),
+        plural(servers),
+        nodes - servers,
+        plural(nodes - servers)
+    )
+}
+
+fn print_diagnostics(diags: &[Diagnostic], quiet: bool, color: bool) {
+    let mut err = std::io::stderr().lock();
+    for d in diags {
+        if quiet && d.severity == Severity::Warning {
+            continue;
+        }
+        let _ = writeln!(err, "{}", render(d, color));
+    }
+}
+
+/// A diagnostic as text, with ANSI colours when `color`.
+fn render(d: &Diagnostic, color: bool) -> String {
+    if !color {
+        return d.to_string();
+    }
+    let sev = match d.severity {
+        Severity::Error => "\x1b[1;31merror\x1b[0m",
+        Severity::Warning => "\x1b[1;33mwarning\x1b[0m",
+    };
+    let mut s = format!(
+        "\x1b[1m{}:{}:{}:\x1b[0m {sev}: \x1b[1m{}\x1b[0m",
+        d.file, d.line, d.col, d.message
+    );
+    if !d.hint.is_empty() {
+        s.push_str(&format!("\n  \x1b[1;36mhelp:\x1b[0m {}", d.hint));
+    }
+    s
+}
+
+/// Whether to colour, from `--color` and whether the stream is a terminal.
+fn use_color(choice: ColorChoice, is_terminal: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }

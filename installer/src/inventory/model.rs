@@ -85,8 +85,10 @@ pub struct SshSettings {
     pub user: Option<Sp<String>>,
     /// TCP port (default 22).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub port: Option<u16>,
-    /// Private key file (ed25519, ecdsa or rsa); `~` expands to the home directory.
+    /// Private key file (ed25519, ecdsa or rsa). Written relative to the
+    /// inventory's directory or `~`; the loaded model holds it resolved.
     #[serde(default)]
     pub identity_file: Option<Sp<PathBuf>>,
     /// Passphrase of the identity file, by reference.
@@ -118,8 +120,10 @@ pub struct SshSettings {
 pub struct HostKeyPolicy {
     /// A pinned key fingerprint, `SHA256:...` as `ssh-keygen -lf` prints it.
     #[serde(default)]
+    #[schemars(pattern(r"^SHA256:[A-Za-z0-9+/]{43}=?$"))]
     pub fingerprint: Option<Sp<String>>,
-    /// An OpenSSH known_hosts file (hashed entries and `[host]:port` work).
+    /// An OpenSSH known_hosts file (hashed entries and `[host]:port` work);
+    /// resolved like `identityFile`.
     #[serde(default)]
     pub known_hosts: Option<Sp<PathBuf>>,
     /// `strict` (default): the key must be known. `accept-new`: record the
@@ -156,7 +160,7 @@ pub struct Sudo {
 pub enum SecretRef {
     /// Read from this environment variable.
     Env(String),
-    /// Read from this file (trailing newline removed).
+    /// Read from this file (trailing newline removed); resolved like `identityFile`.
     File(PathBuf),
 }
 
@@ -166,12 +170,15 @@ pub enum SecretRef {
 pub struct VmSettings {
     /// Virtual CPUs (default 2).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub cpus: Option<u32>,
     /// Memory in MiB (default 1024).
     #[serde(default)]
+    #[schemars(range(min = 256))]
     pub memory_mib: Option<u64>,
     /// Root disk in GiB (default 10).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub disk_gib: Option<u64>,
     /// Base image artifact name (default `versions.osImage`).
     #[serde(default)]
@@ -208,6 +215,7 @@ pub struct K3sSettings {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Hypervisor {
     /// Name that nodes refer to in `machine.hypervisor`.
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Sp<String>,
     /// libvirt URI: `qemu:///system` for this machine, `qemu+ssh://user@host/system` for another.
     pub uri: Sp<String>,
@@ -224,7 +232,12 @@ pub struct Hypervisor {
 
 /// How VMs on a hypervisor reach and are reached.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "mode")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "mode"
+)]
 pub enum VmNetwork {
     /// User-mode networking (passt) with SSH forwarded from a loopback port
     /// of the hypervisor: no bridge, no root networking, fine for labs.
@@ -251,6 +264,7 @@ pub enum VmNetwork {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct JumpHost {
     /// Name that `ssh.jump` refers to.
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Sp<String>,
     /// Address (IP or DNS name).
     pub address: Sp<String>,
@@ -266,7 +280,7 @@ pub struct Federation {
     /// `karmada`, `kubefed` or `none` (default).
     #[serde(default, rename = "type")]
     pub kind: FederationKind,
-    /// Kubeconfig of the federation host.
+    /// Kubeconfig of the federation host; resolved like `identityFile`.
     #[serde(default)]
     pub kubeconfig: Option<Sp<PathBuf>>,
     /// Context in that kubeconfig (default: its current context).
@@ -292,6 +306,7 @@ pub enum FederationKind {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Site {
     /// Unique site name (DNS label: lowercase letters, digits, `-`).
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Sp<String>,
     /// Region label, e.g. `eu-west`.
     #[serde(default)]
@@ -318,6 +333,7 @@ pub struct Site {
 pub struct Cluster {
     /// Cluster name on the federation host (default: the site name).
     #[serde(default)]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Option<Sp<String>>,
 }
 
@@ -326,6 +342,7 @@ pub struct Cluster {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Node {
     /// Unique node name; also its hostname.
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Sp<String>,
     /// `server` (control plane) or `agent` (worker).
     pub role: Role,
@@ -362,7 +379,12 @@ pub enum Role {
 
 /// Where a node's machine comes from.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "type")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "type"
+)]
 pub enum Machine {
     /// An installed machine reachable over SSH.
     #[default]
@@ -377,6 +399,7 @@ pub enum Machine {
         /// With `network.mode: user`, the loopback port on the hypervisor
         /// forwarded to the VM's port 22 (then `address` is `127.0.0.1`).
         #[serde(default)]
+        #[schemars(range(min = 1))]
         ssh_forward_port: Option<u16>,
     },
     /// Bare metal powered and booted through a Redfish BMC.
@@ -390,7 +413,8 @@ pub enum Machine {
         username: String,
         /// BMC password, by reference.
         password: SecretRef,
-        /// CA bundle that signs the BMC's certificate (default: system roots).
+        /// CA bundle that signs the BMC's certificate (default: system roots);
+        /// resolved like `identityFile`.
         #[serde(default)]
         ca_file: Option<PathBuf>,
         /// Install media URL booted as virtual media, if the OS is to be installed.
@@ -448,15 +472,46 @@ impl<T: PartialEq> PartialEq for Sp<T> {
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
+    /// Reads the value with its position from the inventory loader's
+    /// deserializer (see `inventory::de`) or from serde-saphyr (through its
+    /// `Spanned`, so other YAML files can use `Sp` too); any other
+    /// deserializer gives the value with position 0:0.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_newtype_struct(super::de::SP_NEWTYPE, SpVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Visits either the loader's `(line, col, value)` or a plain value.
+struct SpVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for SpVisitor<T> {
+    type Value = Sp<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Sp<T>, D::Error> {
         let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
-        let line = u32::try_from(s.referenced.line()).unwrap_or(u32::MAX);
-        let col = u32::try_from(s.referenced.column()).unwrap_or(u32::MAX);
         Ok(Sp {
             value: s.value,
-            line,
-            col,
+            line: u32::try_from(s.referenced.line()).unwrap_or(u32::MAX),
+            col: u32::try_from(s.referenced.column()).unwrap_or(u32::MAX),
         })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Sp<T>, A::Error> {
+        use serde::de::Error;
+        let line = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+        let col = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+        let value = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(2, &self))?;
+        Ok(Sp { value, line, col })
     }
 }
 

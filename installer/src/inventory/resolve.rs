@@ -34,12 +34,73 @@ impl Inventory {
         })
     }
 
+    /// The jump host called `name`.
+    pub fn jump_host(&self, name: &str) -> Option<&JumpHost> {
+        self.jump_hosts.iter().find(|j| j.name.value == name)
+    }
+
+    /// Every jump host to go through for `jump` (a node's effective
+    /// `ssh.jump`), outermost first: a jump host that itself names jump hosts
+    /// is preceded by them. Unknown names and repeats are skipped (a loaded
+    /// inventory has neither unknown names nor cycles).
+    pub fn jump_chain(&self, jump: &[Sp<String>]) -> Vec<&JumpHost> {
+        let mut chain: Vec<&JumpHost> = Vec::new();
+        let mut visiting: Vec<&str> = Vec::new();
+        for name in jump {
+            self.push_jump(name, &mut chain, &mut visiting);
+        }
+        chain
+    }
+
+    fn push_jump<'a>(
+        &'a self,
+        name: &str,
+        chain: &mut Vec<&'a JumpHost>,
+        visiting: &mut Vec<&'a str>,
+    ) {
+        let Some(jh) = self.jump_host(name) else {
+            return;
+        };
+        if visiting.contains(&jh.name.as_str()) || chain.iter().any(|c| c.name == jh.name) {
+            return;
+        }
+        visiting.push(jh.name.as_str());
+        for inner in jh.ssh.jump.iter().flatten() {
+            self.push_jump(inner, chain, visiting);
+        }
+        visiting.pop();
+        chain.push(jh);
+    }
+
+    /// Effective SSH settings of a jump host: the inventory `defaults.ssh`
+    /// overlaid by its own `ssh`, except `jump`, which is only what the jump
+    /// host itself names (so a default `jump` never points a bastion at itself).
+    pub fn jump_host_ssh(&self, jh: &JumpHost) -> SshSettings {
+        let mut ssh = self.defaults.ssh.overlay(&jh.ssh);
+        ssh.jump = jh.ssh.jump.clone();
+        ssh
+    }
+
     /// The name of the site's cluster (the site name unless set).
     pub fn cluster_name(site: &Site) -> &str {
         site.cluster
             .name
             .as_ref()
             .map_or(site.name.as_str(), |n| n.as_str())
+    }
+}
+
+impl NodeView<'_> {
+    /// The TCP port edgeforge connects to: a VM's `sshForwardPort` when it
+    /// has one (user-mode networking), else the effective `ssh.port`, else 22.
+    pub fn ssh_port(&self) -> u16 {
+        match &self.node.machine {
+            Machine::Libvirt {
+                ssh_forward_port: Some(port),
+                ..
+            } => *port,
+            _ => self.ssh.port.unwrap_or(22),
+        }
     }
 }
 
