@@ -51,24 +51,10 @@ pub(crate) async fn put<B: FileBackend>(
         Some(s) => s.to_ascii_lowercase(),
         None => sha256_of(req.source).await?,
     };
-    let dest = shell_quote(req.path);
-    let check = format!(
-        "f={dest}; if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then \
-         if command -v sha256sum >/dev/null 2>&1; then sha256sum < \"$f\" | cut -c1-64; else echo nosha; fi; \
-         stat -c '%a %U:%G %u:%g' \"$f\"; else echo absent; fi"
-    );
-    let out = checked(b, &check, None, req.privileged, "checking", req.path).await?;
-    if matches_current(
-        &String::from_utf8_lossy(&out.stdout),
-        &sha,
-        req.mode,
-        req.owner,
-    ) {
-        return Ok(PutOutcome::Unchanged);
-    }
-
     let (dir, base) = match req.path.rsplit_once('/') {
-        Some((d, f)) if !f.is_empty() => (if d.is_empty() { "/" } else { d }, f),
+        Some((d, f)) if !f.is_empty() && req.path.starts_with('/') => {
+            (if d.is_empty() { "/" } else { d }, f)
+        }
         _ => {
             return Err(TransportError::Other(format!(
                 "cannot place `{}`: the destination must be an absolute file path",
@@ -76,6 +62,26 @@ pub(crate) async fn put<B: FileBackend>(
             )));
         }
     };
+    let dest = shell_quote(req.path);
+    let check = format!(
+        "[ -d {} ] || {{ echo nodir; exit 0; }}; f={dest}; if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then \
+         if command -v sha256sum >/dev/null 2>&1; then sha256sum < \"$f\" | cut -c1-64; else echo nosha; fi; \
+         stat -c '%a %U:%G %u:%g' \"$f\"; else echo absent; fi",
+        shell_quote(dir)
+    );
+    let out = checked(b, &check, None, req.privileged, "checking", req.path).await?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    if report.starts_with("nodir") {
+        return Err(TransportError::Other(format!(
+            "cannot place {} on {}: directory {dir} does not exist; create it first (a `dir` step)",
+            req.path,
+            b.label()
+        )));
+    }
+    if matches_current(&report, &sha, req.mode, req.owner) {
+        return Ok(PutOutcome::Unchanged);
+    }
+
     let tmp_prefix = format!("{}/.{base}.ef-tmp-", dir.trim_end_matches('/'));
     let tmp = format!("{tmp_prefix}{}", random_hex(8));
     let staged = req.privileged && b.stages_privileged();
