@@ -13,6 +13,8 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+
 use super::{ExecOutput, Secret};
 
 /// One piece of what the shell sent back.
@@ -175,6 +177,18 @@ impl<I: ShellIo> FramedShell<I> {
         }
     }
 
+    /// Whether the idle shell has ended; output it printed between commands
+    /// (background jobs) is dropped.
+    fn is_closed(&mut self) -> bool {
+        loop {
+            match self.io.recv().now_or_never() {
+                None => return false,
+                Some(Ok(Chunk::Closed(_)) | Err(_)) => return true,
+                Some(Ok(Chunk::Stdout(_) | Chunk::Stderr(_))) => {}
+            }
+        }
+    }
+
     /// Kills the shell (after a timeout or an error).
     pub(crate) async fn kill(mut self) {
         self.io.kill().await;
@@ -198,9 +212,10 @@ impl<I: ShellIo> ShellPool<I> {
 
     /// Runs a script on an idle shell, or on a new one from `open`.
     ///
-    /// A shell that times out or fails is killed, never reused. When a
-    /// reused shell turns out to be dead (the host restarted sshd, the last
-    /// command killed it), the command is sent once more on a fresh shell.
+    /// A shell that times out or fails is killed, never reused. An idle
+    /// shell found closed (its host restarted sshd, the last command killed
+    /// it) is replaced before the command is sent, so no command is ever
+    /// sent twice.
     pub(crate) async fn run<F, Fut>(
         &self,
         open: F,
@@ -218,19 +233,20 @@ impl<I: ShellIo> ShellPool<I> {
                 stderr: String::new(),
             })
         })?;
-        let reused = self.pop();
-        let retry_allowed = reused.is_some();
-        let shell = match reused {
+        let mut shell = None;
+        while let Some(mut idle) = self.pop() {
+            if idle.is_closed() {
+                idle.kill().await;
+            } else {
+                shell = Some(idle);
+                break;
+            }
+        }
+        let shell = match shell {
             Some(s) => s,
             None => open().await?,
         };
-        match self.run_on(shell, script, stdin, timeout).await {
-            Err(PoolError::Frame(FrameError::Closed { .. })) if retry_allowed => {
-                let shell = open().await?;
-                self.run_on(shell, script, stdin, timeout).await
-            }
-            other => other,
-        }
+        self.run_on(shell, script, stdin, timeout).await
     }
 
     /// Kills every idle shell.

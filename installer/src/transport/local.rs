@@ -175,6 +175,8 @@ pub(crate) struct LocalIo {
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
+    out_buf: Vec<u8>,
+    err_buf: Vec<u8>,
 }
 
 impl LocalIo {
@@ -190,6 +192,8 @@ impl LocalIo {
             stdin: child.stdin.take(),
             stdout: child.stdout.take(),
             stderr: child.stderr.take(),
+            out_buf: vec![0; 64 * 1024],
+            err_buf: vec![0; 16 * 1024],
             child,
         })
     }
@@ -207,8 +211,7 @@ impl ShellIo for LocalIo {
     }
 
     async fn recv(&mut self) -> std::io::Result<Chunk> {
-        let mut out_buf = vec![0u8; 64 * 1024];
-        let mut err_buf = vec![0u8; 16 * 1024];
+        let (out_buf, err_buf) = (&mut self.out_buf, &mut self.err_buf);
         loop {
             let (out, err) = (self.stdout.as_mut(), self.stderr.as_mut());
             let (is_out, n) = match (out, err) {
@@ -219,11 +222,11 @@ impl ShellIo for LocalIo {
                     });
                     return Ok(Chunk::Closed(code));
                 }
-                (Some(o), None) => (true, o.read(&mut out_buf).await?),
-                (None, Some(e)) => (false, e.read(&mut err_buf).await?),
+                (Some(o), None) => (true, o.read(out_buf).await?),
+                (None, Some(e)) => (false, e.read(err_buf).await?),
                 (Some(o), Some(e)) => tokio::select! {
-                    r = o.read(&mut out_buf) => (true, r?),
-                    r = e.read(&mut err_buf) => (false, r?),
+                    r = o.read(out_buf) => (true, r?),
+                    r = e.read(err_buf) => (false, r?),
                 },
             };
             match (is_out, n) {
