@@ -120,13 +120,20 @@ pub async fn stdin_feeding(t: &dyn Transport) {
     assert_eq!(run(t, "cat", Some(&marker_like)).await.stdout, marker_like);
 }
 
-/// A command over its timeout fails with `Timeout` promptly; the transport
-/// keeps working afterwards.
+/// A command over its timeout fails with `Timeout` promptly, its processes
+/// are killed, and the transport keeps working afterwards.
 pub async fn timeout(t: &dyn Transport) {
+    // Durations unique to this call, to find exactly these processes in /proc.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let (first, second) = (format!("sleep 47.{nanos}"), format!("sleep 48.{nanos}"));
+    let script = format!("{first} & {second}");
     let started = Instant::now();
     let err = t
         .exec(ExecRequest {
-            script: "sleep 30",
+            script: &script,
             stdin: None,
             privileged: false,
             timeout: Some(Duration::from_millis(300)),
@@ -135,6 +142,24 @@ pub async fn timeout(t: &dyn Transport) {
         .expect_err("sleep 30 must time out");
     assert!(matches!(err, TransportError::Timeout(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
+    // The target shares this machine (loopback sshd or local), so /proc
+    // shows it. SIGKILL is delivered asynchronously: allow the processes a
+    // moment to die.
+    let mut survivors = Vec::new();
+    for _ in 0..50 {
+        survivors = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.trim() == first || c.trim() == second)
+            .collect::<Vec<String>>();
+        if survivors.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(survivors.is_empty(), "left running: {survivors:?}");
     assert_eq!(sh(t, "echo recovered").await.stdout, b"recovered\n");
 }
 

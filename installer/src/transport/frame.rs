@@ -82,6 +82,8 @@ pub(crate) struct FramedShell<I: ShellIo> {
     out: Vec<u8>,
     err: Vec<u8>,
     has_base64: bool,
+    /// The shell's process group, whose members a timed-out command leaves.
+    pgid: Option<u32>,
 }
 
 impl<I: ShellIo> FramedShell<I> {
@@ -94,11 +96,23 @@ impl<I: ShellIo> FramedShell<I> {
             out: Vec::new(),
             err: Vec::new(),
             has_base64: false,
+            pgid: None,
         };
         let probe = shell
-            .run("command -v base64 >/dev/null 2>&1 && echo base64", None)
+            .run(
+                "echo $(cut -d' ' -f5 /proc/$$/stat 2>/dev/null); \
+                 command -v base64 >/dev/null 2>&1 && echo base64",
+                None,
+            )
             .await?;
-        shell.has_base64 = probe.stdout.starts_with(b"base64");
+        let probe = String::from_utf8_lossy(&probe.stdout);
+        let mut lines = probe.lines();
+        // Group 0 and 1 are never ours to kill.
+        shell.pgid = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .filter(|g| *g > 1);
+        shell.has_base64 = lines.next() == Some("base64");
         Ok(shell)
     }
 
@@ -246,7 +260,24 @@ impl<I: ShellIo> ShellPool<I> {
             Some(s) => s,
             None => open().await?,
         };
-        self.run_on(shell, script, stdin, timeout).await
+        let pgid = shell.pgid;
+        let result = self.run_on(shell, script, stdin, timeout).await;
+        if let (Err(PoolError::Timeout(_)), Some(group)) = (&result, pgid) {
+            // Killing the shell leaves the command's processes running
+            // (a hung `apt-get` would hold its lock): kill its process group
+            // from a sibling shell of the same privilege.
+            let killer = match self.pop() {
+                Some(s) => Ok(s),
+                None => open().await,
+            };
+            if let Ok(killer) = killer {
+                let kill = format!("kill -s KILL -- -{group} 2>/dev/null; true");
+                let _ = self
+                    .run_on(killer, &kill, None, Some(Duration::from_secs(10)))
+                    .await;
+            }
+        }
+        result
     }
 
     /// Kills every idle shell.

@@ -186,6 +186,9 @@ impl LocalIo {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so a timed-out command's group can be
+            // killed without touching this process.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()?;
         Ok(LocalIo {
