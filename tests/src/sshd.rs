@@ -233,6 +233,23 @@ impl SshdFleet {
         node.restart(&authorized)
     }
 
+    /// Stops (SIGSTOP) node `i`'s sshd and its session processes: the TCP
+    /// connections stay open but nothing answers, like a host that hung.
+    /// Dropping the fleet still kills them.
+    pub fn freeze(&self, i: usize) {
+        if let Some(child) = self.nodes[i].child.as_ref() {
+            let mut pids = descendants(child.id());
+            pids.push(child.id());
+            for pid in pids {
+                let _ = Command::new("kill")
+                    .arg("-STOP")
+                    .arg(pid.to_string())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+
     /// Kills node `i`'s sshd and every session process it forked.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].kill();

@@ -89,3 +89,30 @@ async fn sshd_killed_mid_session_is_a_clear_error_and_others_go_on() {
     assert!(matches!(err, TransportError::Connect { .. }), "{err}");
     assert_eq!(sh(&b, "echo alive").await.stdout, b"alive\n");
 }
+
+#[tokio::test]
+async fn hung_host_is_dropped_by_keepalive() {
+    let fleet = SshdFleet::start(1).unwrap();
+    let mut target = fleet.target(0);
+    target.keepalive = Duration::from_secs(1);
+    let t = SshTransport::connect(&target).await.unwrap();
+    assert_eq!(sh(&t, "echo up").await.stdout, b"up\n");
+    fleet.freeze(0);
+    let started = Instant::now();
+    // No command timeout: only keepalive can notice that the host hung.
+    let err = t
+        .exec(ExecRequest {
+            script: "true",
+            stdin: None,
+            privileged: false,
+            timeout: None,
+        })
+        .await
+        .expect_err("a hung host must fail");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        err.to_string().contains("the SSH connection was lost"),
+        "{err}"
+    );
+}
