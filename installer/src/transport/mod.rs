@@ -3,8 +3,10 @@
 //! [`Transport`] is the seam between the step engine and the outside world.
 //! `ssh` (russh + russh-sftp) is the real implementation for remote hosts;
 //! `local` runs on this machine (the controller, and unit tests of steps).
-//! Both keep one long-lived shell per host and send framed commands to it, so
-//! a step costs a write to a running shell, not a new channel.
+//! Both keep a few long-lived shells per host (at most two for the user and
+//! two for root) and send framed commands to them, so a step costs a write to
+//! a running shell, not a new channel. Files are compared by sha256 first and
+//! written to a temporary name, then renamed into place.
 
 use std::path::Path;
 use std::time::Duration;
