@@ -3,13 +3,28 @@
 //! [`Transport`] is the seam between the step engine and the outside world.
 //! `ssh` (russh + russh-sftp) is the real implementation for remote hosts;
 //! `local` runs on this machine (the controller, and unit tests of steps).
-//! Both keep one long-lived shell per host and send framed commands to it, so
-//! a step costs a write to a running shell, not a new channel.
+//! Both keep a few long-lived shells per host (at most two for the user and
+//! two for root) and send framed commands to them, so a step costs a write to
+//! a running shell, not a new channel. Files are compared by sha256 first and
+//! written to a temporary name, then renamed into place.
 
 use std::path::Path;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+
+mod frame;
+pub mod known_hosts;
+pub mod local;
+mod put;
+pub mod ssh;
+pub mod target;
+
+pub use frame::FrameError as ShellError;
+pub use known_hosts::{HostKeyCheck, HostKeyError};
+pub use local::LocalTransport;
+pub use ssh::SshTransport;
+pub use target::{Secret, SshTarget, SudoMode, TargetError};
 
 /// What to run on a host.
 #[derive(Debug, Clone, Copy)]
@@ -81,9 +96,43 @@ pub enum TransportError {
         /// What went wrong, for a person.
         reason: String,
     },
+    /// The host presented a key that is not trusted.
+    #[error(transparent)]
+    HostKey(#[from] HostKeyError),
+    /// No configured identity was accepted.
+    #[error(
+        "authentication to {host} failed (tried: {tried}); check that one of these keys is in the user's authorized_keys"
+    )]
+    Auth {
+        /// user@host:port as dialled.
+        host: String,
+        /// The identities offered, e.g. `key ~/.ssh/id_ed25519, agent (2 keys)`.
+        tried: String,
+    },
     /// The command did not finish in time.
     #[error("command timed out after {0:?}")]
     Timeout(Duration),
+    /// The command shell on the host failed or ended.
+    #[error("the command shell on {host} failed")]
+    Shell {
+        /// user@host:port.
+        host: String,
+        /// What the shell reported.
+        #[source]
+        source: ShellError,
+    },
+    /// A helper command of the transport itself (file check, rename) failed.
+    #[error("{context} on {host} failed (exit status {status}){}", stderr_suffix(.stderr))]
+    Command {
+        /// user@host:port.
+        host: String,
+        /// What was being done, e.g. `placing /etc/hosts`.
+        context: String,
+        /// Its exit status.
+        status: i32,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
     /// A local or remote I/O error outside a command.
     #[error("{context}")]
     Io {
@@ -96,6 +145,14 @@ pub enum TransportError {
     /// Anything else the transport reports, already phrased for a person.
     #[error("{0}")]
     Other(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", stderr.trim())
+    }
 }
 
 /// Runs commands and places files on one host. One instance per host, kept

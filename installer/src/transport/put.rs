@@ -1,0 +1,245 @@
+//! Placing and reading files, shared by the SSH and local transports.
+//!
+//! A put is at most three framed commands: one that reports the current
+//! sha256, mode and owner (the only one when nothing changed), the content
+//! written to a temporary name in the destination directory (through the shell
+//! for small in-memory content, through the transport's bulk upload for files
+//! and large content), and one that sets mode and owner and renames the
+//! temporary file into place. A crash before the rename leaves the old file;
+//! leftovers of an interrupted put are removed by the next put of that path.
+
+use std::io::Read;
+
+use futures_util::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use super::frame::{random_hex, shell_quote};
+use super::{ExecOutput, PutOutcome, PutRequest, PutSource, TransportError};
+
+/// Content up to this size travels inside the framed command (base64 on the
+/// shell's stdin) instead of through a bulk upload.
+const INLINE_LIMIT: usize = 256 * 1024;
+
+/// What a transport provides so that [`put`] and [`get`] can work on it.
+pub(crate) trait FileBackend: Sync {
+    /// user@host:port, for messages.
+    fn label(&self) -> &str;
+    /// Runs a framed command (privileged: as root).
+    fn run<'a>(
+        &'a self,
+        script: &'a str,
+        stdin: Option<&'a [u8]>,
+        privileged: bool,
+    ) -> BoxFuture<'a, Result<ExecOutput, TransportError>>;
+    /// Copies content to `remote` as the connecting user, streaming files.
+    fn upload<'a>(
+        &'a self,
+        source: PutSource<'a>,
+        remote: &'a str,
+    ) -> BoxFuture<'a, Result<(), TransportError>>;
+    /// Whether privileged writes must be staged in a user-writable place
+    /// first (the connecting user is not root).
+    fn stages_privileged(&self) -> bool;
+}
+
+/// Places a file atomically unless its content, mode and owner already match.
+pub(crate) async fn put<B: FileBackend>(
+    b: &B,
+    req: PutRequest<'_>,
+) -> Result<PutOutcome, TransportError> {
+    let sha = match req.sha256 {
+        Some(s) => s.to_ascii_lowercase(),
+        None => sha256_of(req.source).await?,
+    };
+    let (dir, base) = match req.path.rsplit_once('/') {
+        Some((d, f)) if !f.is_empty() && req.path.starts_with('/') => {
+            (if d.is_empty() { "/" } else { d }, f)
+        }
+        _ => {
+            return Err(TransportError::Other(format!(
+                "cannot place `{}`: the destination must be an absolute file path",
+                req.path
+            )));
+        }
+    };
+    let dest = shell_quote(req.path);
+    let check = format!(
+        "[ -d {} ] || {{ echo nodir; exit 0; }}; f={dest}; if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then \
+         if command -v sha256sum >/dev/null 2>&1; then sha256sum < \"$f\" | cut -c1-64; else echo nosha; fi; \
+         stat -c '%a %U:%G %u:%g' \"$f\"; else echo absent; fi",
+        shell_quote(dir)
+    );
+    let out = checked(b, &check, None, req.privileged, "checking", req.path).await?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    if report.starts_with("nodir") {
+        return Err(TransportError::Other(format!(
+            "cannot place {} on {}: directory {dir} does not exist; create it first (a `dir` step)",
+            req.path,
+            b.label()
+        )));
+    }
+    if matches_current(&report, &sha, req.mode, req.owner) {
+        return Ok(PutOutcome::Unchanged);
+    }
+
+    let tmp_prefix = format!("{}/.{base}.ef-tmp-", dir.trim_end_matches('/'));
+    let tmp = format!("{tmp_prefix}{}", random_hex(8));
+    let staged = req.privileged && b.stages_privileged();
+    let mut finalize = String::new();
+    match req.source {
+        PutSource::Bytes(bytes) if bytes.len() <= INLINE_LIMIT => {
+            let write = format!("umask 077; cat > {}", shell_quote(&tmp));
+            checked(b, &write, Some(bytes), req.privileged, "writing", req.path).await?;
+        }
+        source if staged => {
+            let stage = format!("/tmp/.edgeforge-upload-{}", random_hex(8));
+            b.upload(source, &stage).await?;
+            finalize.push_str(&format!(
+                "mv -f {} {} || {{ rm -f {0}; exit 1; }}; ",
+                shell_quote(&stage),
+                shell_quote(&tmp)
+            ));
+        }
+        source => b.upload(source, &tmp).await?,
+    }
+    let q_tmp = shell_quote(&tmp);
+    let owner = match (req.owner, req.privileged) {
+        (Some(o), _) => Some(o),
+        (None, true) if staged => Some("0:0"),
+        _ => None,
+    };
+    let chown = owner
+        .map(|o| format!(" && chown {} {q_tmp}", shell_quote(o)))
+        .unwrap_or_default();
+    finalize.push_str(&format!(
+        "chmod {:o} {q_tmp}{chown} && mv -f {q_tmp} {dest} || {{ rc=$?; rm -f {q_tmp}; exit $rc; }}; \
+         for f in {}*; do [ -e \"$f\" ] && rm -f \"$f\"; done; exit 0",
+        req.mode & 0o7777,
+        shell_quote(&tmp_prefix)
+    ));
+    checked(b, &finalize, None, req.privileged, "placing", req.path).await?;
+    Ok(PutOutcome::Written)
+}
+
+/// Reads a file; `None` when it does not exist.
+pub(crate) async fn get<B: FileBackend>(
+    b: &B,
+    path: &str,
+    privileged: bool,
+) -> Result<Option<Vec<u8>>, TransportError> {
+    let q = shell_quote(path);
+    let out = b
+        .run(
+            &format!("[ -e {q} ] || exit 64; exec cat {q}"),
+            None,
+            privileged,
+        )
+        .await?;
+    match out.status {
+        0 => Ok(Some(out.stdout)),
+        64 => Ok(None),
+        status => Err(command_error(b, "reading", path, status, &out.stderr)),
+    }
+}
+
+async fn checked<B: FileBackend>(
+    b: &B,
+    script: &str,
+    stdin: Option<&[u8]>,
+    privileged: bool,
+    verb: &str,
+    path: &str,
+) -> Result<ExecOutput, TransportError> {
+    let out = b.run(script, stdin, privileged).await?;
+    if out.status != 0 {
+        return Err(command_error(b, verb, path, out.status, &out.stderr));
+    }
+    Ok(out)
+}
+
+fn command_error<B: FileBackend>(
+    b: &B,
+    verb: &str,
+    path: &str,
+    status: i32,
+    stderr: &[u8],
+) -> TransportError {
+    TransportError::Command {
+        host: b.label().to_string(),
+        context: format!("{verb} {path}"),
+        status,
+        stderr: String::from_utf8_lossy(stderr).trim().to_string(),
+    }
+}
+
+/// Whether the check command's report (`sha\nmode user:group uid:gid`) matches.
+fn matches_current(report: &str, sha: &str, mode: u32, owner: Option<&str>) -> bool {
+    let mut lines = report.lines();
+    let (Some(cur_sha), Some(stat)) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    let mut fields = stat.split_whitespace();
+    let (Some(cur_mode), Some(names), Some(ids)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    let mode_ok = u32::from_str_radix(cur_mode, 8).is_ok_and(|m| m == mode & 0o7777);
+    let owner_ok = owner.is_none_or(|o| {
+        [names, ids].iter().any(|have| {
+            if o.contains(':') {
+                *have == o
+            } else {
+                have.split(':').next() == Some(o)
+            }
+        })
+    });
+    cur_sha == sha && mode_ok && owner_ok
+}
+
+/// Hex sha256 of the content, streaming files in 64 KiB blocks.
+pub(crate) async fn sha256_of(source: PutSource<'_>) -> Result<String, TransportError> {
+    match source {
+        PutSource::Bytes(b) => Ok(hex::encode(Sha256::digest(b))),
+        PutSource::File(path) => {
+            let path = path.to_path_buf();
+            let shown = path.display().to_string();
+            tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+                let mut f = std::fs::File::open(&path)?;
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(buf.get(..n).unwrap_or_default());
+                }
+                Ok(hex::encode(hasher.finalize()))
+            })
+            .await
+            .map_err(|e| TransportError::Other(format!("hashing {shown} failed: {e}")))?
+            .map_err(|source| TransportError::Io {
+                context: format!("cannot read {shown}"),
+                source,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_file_matches_on_sha_mode_and_owner() {
+        let r = "abc\n644 root:root 0:0\n";
+        assert!(matches_current(r, "abc", 0o644, None));
+        assert!(matches_current(r, "abc", 0o100644, Some("root")));
+        assert!(matches_current(r, "abc", 0o644, Some("0:0")));
+        assert!(!matches_current(r, "abd", 0o644, None));
+        assert!(!matches_current(r, "abc", 0o600, None));
+        assert!(!matches_current(r, "abc", 0o644, Some("www:www")));
+        assert!(!matches_current("absent\n", "abc", 0o644, None));
+        assert!(!matches_current("nosha\n644 a:a 1:1\n", "abc", 0o644, None));
+    }
+}
