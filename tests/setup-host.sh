@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Prepares this machine (Debian 12, root) for edgeforge's tests and lab:
+# installs the system packages they use and starts the daemons they talk to.
+# Idempotent: a second run installs nothing and starts only what is not running.
+set -euo pipefail
+
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup-host: run as root (it installs packages and starts libvirtd)" >&2
+        exit 1
+    fi
+}
+
+# Packages from bookworm; qemu and libvirt from bookworm-backports (the
+# machine's qemu-utils is from backports, so stock qemu-system conflicts).
+BASE_PKGS=(openssh-server openssh-client debootstrap dosfstools mtools e2fsprogs
+    zstd iproute2 pkg-config curl graphviz)
+BACKPORTS_PKGS=(qemu-system-x86 libvirt-daemon-system libvirt-dev passt)
+
+missing() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+}
+
+need_root
+export DEBIAN_FRONTEND=noninteractive
+if [ ! -f /etc/apt/sources.list.d/backports.sources ]; then
+    cat > /etc/apt/sources.list.d/backports.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+mapfile -t base_missing < <(missing "${BASE_PKGS[@]}")
+mapfile -t bp_missing < <(missing "${BACKPORTS_PKGS[@]}")
+if [ "${#base_missing[@]}" -gt 0 ] || [ "${#bp_missing[@]}" -gt 0 ]; then
+    apt-get update -q
+    [ "${#base_missing[@]}" -eq 0 ] || apt-get install -y -q "${base_missing[@]}"
+    [ "${#bp_missing[@]}" -eq 0 ] || apt-get install -y -q -t bookworm-backports "${bp_missing[@]}"
+fi
+
+# There is no systemd as PID 1 here: start the daemons by hand.
+mkdir -p /run/sshd
+pgrep -x virtlogd >/dev/null || virtlogd -d
+pgrep -x libvirtd >/dev/null || libvirtd -d
+for _ in $(seq 50); do
+    virsh -c qemu:///system version >/dev/null 2>&1 && break
+    sleep 0.2
+done
+echo "setup-host: packages present, virtlogd and libvirtd running"
