@@ -100,6 +100,8 @@ Examples:
   edgeforge man | man -l -
   edgeforge man --out /usr/local/share/man/man1   # edgeforge.1, edgeforge-plan.1, ...";
 
+/// Bring up edge sites from one inventory file.
+///
 /// edgeforge brings up edge sites: machines (libvirt VMs, Redfish bare metal or
 /// existing hosts), the OS, the virtualization layer, k3s and federation, all
 /// from one inventory file.

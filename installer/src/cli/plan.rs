@@ -121,7 +121,8 @@ fn load_inventory(path: &Path, g: &GlobalOpts) -> Result<Inventory, Outcome> {
         Outcome::InvalidInput
     })?;
     let inventory = serde_saphyr::from_str::<Inventory>(&text).map_err(|e| {
-        eprintln!("error: {}: {e}", path.display());
+        // The parser's message starts with "error: line L column C".
+        eprintln!("{}: {e}", path.display());
         Outcome::InvalidInput
     })?;
     if inventory.api_version.as_str() != crate::inventory::API_VERSION && !g.quiet {
