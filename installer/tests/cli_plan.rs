@@ -309,6 +309,7 @@ fn man_page_renders_and_man_out_writes_one_page_per_command() {
     assert!(roff.contains("\n.TH edgeforge 1 "), "{roff}");
     assert!(roff.contains("\n.SH SUBCOMMANDS\n"), "{roff}");
     assert!(roff.contains("\nedgeforge\\-plan(1)\n"), "{roff}");
+    assert!(roff.contains("\n.SH EXAMPLES\n.nf\nExamples:\n"), "{roff}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let pages = dir.path().join("man1");
@@ -336,6 +337,10 @@ fn man_page_renders_and_man_out_writes_one_page_per_command() {
         assert!(rendered.status.success(), "{}", stderr(&rendered));
         let text = stdout(&rendered);
         assert!(text.contains("Limit: comma-separated globs"), "{text}");
+        assert!(
+            text.contains("\n         edgeforge plan -i inventory/lab.yaml\n"),
+            "examples keep their lines: {text}"
+        );
         assert!(
             !stderr(&rendered).contains("warning"),
             "{}",

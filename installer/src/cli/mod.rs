@@ -4,6 +4,7 @@
 //! function returning an [`Outcome`]. Exit codes: 0 success, 1 runtime
 //! failure, 2 invalid input (inventory, playbook or arguments).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -169,10 +170,12 @@ pub fn main() -> ExitCode {
 
 /// Prints the man page, or writes one page per command into `out`.
 fn run_man(out: Option<&std::path::Path>) -> Outcome {
-    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    // Building sets subcommand display names such as `edgeforge-plan`.
+    cmd.build();
     let written = match out {
-        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
-        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cmd, dir)),
+        None => man_page(&cmd).and_then(|page| std::io::stdout().write_all(&page)),
+        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| write_man_pages(&cmd, dir)),
     };
     match written {
         Ok(()) => Outcome::Success,
@@ -185,4 +188,34 @@ fn run_man(out: Option<&std::path::Path>) -> Outcome {
             Outcome::Failed
         }
     }
+}
+
+/// Writes `<display name>.1` for `cmd` and every visible subcommand under it.
+fn write_man_pages(cmd: &clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_man_pages(sub, dir)?;
+    }
+    let name = cmd.get_display_name().unwrap_or_else(|| cmd.get_name());
+    std::fs::write(dir.join(format!("{name}.1")), man_page(cmd)?)
+}
+
+/// One roff page; the after-help text becomes an EXAMPLES section kept as written.
+fn man_page(cmd: &clap::Command) -> std::io::Result<Vec<u8>> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    let roff = String::from_utf8_lossy(&page);
+    let Some(start) = roff.find(".SH EXTRA\n") else {
+        return Ok(page);
+    };
+    let body_start = start + ".SH EXTRA\n".len();
+    let end = roff[body_start..]
+        .find("\n.SH ")
+        .map_or(roff.len(), |i| body_start + i + 1);
+    let mut fixed = String::with_capacity(roff.len() + 16);
+    fixed.push_str(&roff[..start]);
+    fixed.push_str(".SH EXAMPLES\n.nf\n");
+    fixed.push_str(&roff[body_start..end]);
+    fixed.push_str(".fi\n");
+    fixed.push_str(&roff[end..]);
+    Ok(fixed.into_bytes())
 }
