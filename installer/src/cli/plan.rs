@@ -22,7 +22,8 @@ Limit: comma-separated globs (`*`, `?`) on node names, or on site names with
 (or there are only excluding terms) and no excluding term. A site's cluster
 tasks (kubeconfig, registration) are in when any of its nodes is. Dependencies
 on tasks left out are shown as external and assumed done. A limit matching no
-node is an error (exit 2).
+node is an error (exit 2). --layer keeps only those layers; dependencies on
+other layers become external the same way.
 
 Exit codes: 0 plan printed, 1 runtime failure (writing output), 2 invalid
 inventory or arguments.";

@@ -530,3 +530,131 @@ fn json_output_follows_the_documented_schema() {
     assert_eq!(last["node"], serde_json::Value::Null);
     assert_eq!(last["deps"], serde_json::json!(["site/lab/kubeconfig"]));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// (is server, machine: 0 existing / 1 VM / 2 Redfish, hypervisor host)
+    type NodeSpec = (bool, u8, bool);
+
+    fn yaml(sites: &[Vec<NodeSpec>], vm_host_pick: &[usize]) -> String {
+        let hosts: Vec<String> = sites
+            .iter()
+            .enumerate()
+            .flat_map(|(s, nodes)| {
+                nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.2)
+                    .map(move |(i, _)| format!("n{s}-{i}"))
+            })
+            .collect();
+        let mut y = String::from("apiVersion: edgeforge/v1\nfederation: { type: karmada }\n");
+        y.push_str(
+            "hypervisors:\n  - { name: outside, uri: 'qemu+ssh://root@192.0.2.1/system' }\n",
+        );
+        for h in &hosts {
+            y.push_str(&format!("  - {{ name: {h}, uri: 'qemu:///system' }}\n"));
+        }
+        y.push_str("sites:\n");
+        let mut pick = vm_host_pick.iter().cycle();
+        for (s, nodes) in sites.iter().enumerate() {
+            y.push_str(&format!("  - name: site{s}\n    nodes:\n"));
+            for (i, (server, machine, host)) in nodes.iter().enumerate() {
+                let role = if *server { "server" } else { "agent" };
+                let machine = match (machine, host) {
+                    (_, true) | (0, _) => String::new(),
+                    (1, _) => {
+                        let k = pick.next().copied().unwrap_or(0) % (hosts.len() + 1);
+                        let hv = hosts.get(k).map_or("outside", String::as_str);
+                        format!(", machine: {{ type: libvirt, hypervisor: {hv} }}")
+                    }
+                    _ => ", machine: { type: redfish, endpoint: 'https://192.0.2.9', username: u, password: { env: P } }".to_string(),
+                };
+                y.push_str(&format!(
+                    "      - {{ name: n{s}-{i}, role: {role}, address: 10.0.{s}.{i}, hypervisorHost: {host}{machine} }}\n"
+                ));
+            }
+        }
+        y
+    }
+
+    fn fleet() -> impl Strategy<Value = (Vec<Vec<NodeSpec>>, Vec<usize>)> {
+        let node = (any::<bool>(), 0u8..3, prop::bool::weighted(0.2));
+        let site = prop::collection::vec(node, 1..5).prop_map(|mut nodes| {
+            // Every site needs a server; put it anywhere but keep the rest as drawn.
+            if !nodes.iter().any(|n| n.0) {
+                let last = nodes.len() - 1;
+                nodes[last].0 = true;
+            }
+            nodes
+        });
+        (
+            prop::collection::vec(site, 1..6),
+            prop::collection::vec(0usize..50, 1..8),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn every_plan_orders_clusters_correctly((sites, picks) in fleet(), limit_mask in any::<u64>()) {
+            let inv = inventory(&yaml(&sites, &picks));
+            let plan = plan_of(&inv, None, &[]);
+            prop_assert_eq!(keys(&plan), keys(&plan_of(&inv, None, &[])));
+            let pos: HashMap<String, TaskId> = plan.tasks().iter().map(|t| (t.key(), t.id)).collect();
+            for t in plan.tasks() {
+                prop_assert!(t.deps.iter().all(|d| *d < t.id), "{} has a later dep", t.key());
+            }
+            for (s, nodes) in sites.iter().enumerate() {
+                let first = nodes.iter().position(|n| n.0).expect("a server");
+                let k3s = |i: usize| pos[&format!("n{s}-{i}/k3s")];
+                let kubeconfig = pos[&format!("site/site{s}/kubeconfig")];
+                let register = pos[&format!("site/site{s}/register")];
+                prop_assert!(kubeconfig < register, "site{} kubeconfig before register", s);
+                for (i, n) in nodes.iter().enumerate() {
+                    let (machine, os) = (pos[&format!("n{s}-{i}/machine")], pos[&format!("n{s}-{i}/os")]);
+                    prop_assert!(machine < os, "n{}-{} machine before os", s, i);
+                    prop_assert!(k3s(i) < kubeconfig, "n{}-{} k3s before kubeconfig", s, i);
+                    if i != first {
+                        prop_assert!(k3s(first) < k3s(i), "first server before n{}-{}", s, i);
+                    }
+                    if !n.0 {
+                        for (j, m) in nodes.iter().enumerate() {
+                            if m.0 {
+                                prop_assert!(k3s(j) < k3s(i), "server n{}-{} before agent n{}-{}", s, j, s, i);
+                            }
+                        }
+                    }
+                    if let Machine::Libvirt { hypervisor, .. } = &inv.sites[s].nodes[i].machine
+                        && hypervisor != "outside"
+                    {
+                        let virt = pos[&format!("{hypervisor}/virt")];
+                        prop_assert!(virt < machine, "{} virt before VM n{}-{}", hypervisor, s, i);
+                    }
+                }
+            }
+
+            // A limit naming some nodes keeps exactly those, and every dependency
+            // of a kept task is either kept or listed as external.
+            let names: Vec<String> = inv.nodes().map(|n| n.node.name.value.clone()).collect();
+            let chosen: Vec<&String> = names.iter().enumerate().filter(|(i, _)| limit_mask & (1 << (i % 64)) != 0).map(|(_, n)| n).collect();
+            prop_assume!(!chosen.is_empty());
+            let pattern = chosen.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",");
+            let limited = plan_of(&inv, Some(&pattern), &[]);
+            let kept: BTreeSet<&str> = limited.tasks().iter().filter_map(|t| t.node.map(|n| n.name.as_str())).collect();
+            prop_assert_eq!(kept, chosen.iter().map(|n| n.as_str()).collect::<BTreeSet<_>>());
+            for t in limited.tasks() {
+                let full = plan.task(pos[&t.key()]).expect("in the full plan");
+                let mut want: Vec<String> = full.deps.iter().map(|d| plan.tasks()[d.index()].key()).collect();
+                let mut got: Vec<String> = t.deps.iter().map(|d| limited.tasks()[d.index()].key()).collect();
+                got.extend(t.external_deps.iter().cloned());
+                want.sort();
+                got.sort();
+                prop_assert_eq!(want, got, "deps of {}", t.key());
+            }
+        }
+    }
+}
