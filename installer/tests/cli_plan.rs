@@ -353,3 +353,45 @@ fn man_page_renders_and_man_out_writes_one_page_per_command() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("error: writing the man page to"));
 }
+
+#[test]
+fn a_failed_write_exits_1_and_a_closed_pipe_exits_0() {
+    let (_dir, inv) = inventory_file();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full exists on Linux");
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeforge"))
+        .args(["plan", "-i", &inv, "--format", "json"])
+        .stdout(full)
+        .output()
+        .expect("edgeforge runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: writing the plan:"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Far more output than a pipe buffers, so the writer must meet the closed pipe.
+    let mut big = String::from("apiVersion: edgeforge/v1\nsites:\n");
+    for s in 0..300 {
+        big.push_str(&format!(
+            "  - {{ name: s{s}, nodes: [ {{ name: n{s}, role: server, address: 10.1.{}.{} }} ] }}\n",
+            s / 250,
+            s % 250
+        ));
+    }
+    let big = write_inventory(_dir.path(), "big.yaml", &big);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeforge"))
+        .args(["plan", "--format", "json", "-i"])
+        .arg(&big)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("edgeforge runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("exits");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+}

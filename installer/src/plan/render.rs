@@ -168,7 +168,8 @@ pub fn render_json(plan: &Plan<'_>, out: &mut dyn Write) -> io::Result<()> {
         },
         tasks,
     };
-    serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::other)?;
+    // `From` keeps the original I/O error (a closed pipe stays `BrokenPipe`).
+    serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::from)?;
     writeln!(out)
 }
 
