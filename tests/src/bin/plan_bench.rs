@@ -13,7 +13,9 @@
 //! libvirt VM on one of 100 hypervisors, half of which are nodes of the
 //! inventory themselves (so their VMs wait for their virt layer); every
 //! seventh node bare metal behind Redfish; the rest existing hosts; every
-//! cluster registered into Karmada.
+//! cluster registered into Karmada. The peer is Ansible (ansible-core from
+//! PyPI) reading the same fleet as an Ansible inventory and listing a
+//! two-play run; it is skipped with a note when Ansible is not installed.
 
 use std::fmt::Write as _;
 use std::io;
@@ -122,6 +124,7 @@ fn run() -> anyhow::Result<()> {
     row("parse + plan", &planned, self_rss_mb());
     row("parse + plan + all renders", &total, self_rss_mb());
     drop(plan);
+    let (ansible_inventory, ansible_playbook) = write_ansible_peer(&inventory, dir.path())?;
     drop(inventory);
 
     let binary = match opts.edgeforge {
@@ -134,7 +137,9 @@ fn run() -> anyhow::Result<()> {
         "edgeforge binary (whole process)", "wall", "CPU", "max RSS"
     );
     for format in ["text", "json", "dot"] {
-        let (wall, cpu, rss) = run_binary(&binary, &path, format)?;
+        let mut cmd = Command::new(&binary);
+        cmd.args(["plan", "--format", format, "-i"]).arg(&path);
+        let (wall, cpu, rss) = measure(cmd)?;
         let ok = cpu < TARGET_TIME && rss < TARGET_RSS_MB;
         println!(
             "{:<40} {:>8.3} s {:>8.3} s {:>11.1} MB   < {} s, < {} MB: {}",
@@ -146,6 +151,37 @@ fn run() -> anyhow::Result<()> {
             TARGET_RSS_MB,
             if ok { "met" } else { "MISSED" }
         );
+    }
+
+    // The peer: Ansible reading the same fleet and listing a two-play run.
+    println!();
+    println!(
+        "{:<40} {:>10} {:>10} {:>14}",
+        "peer: Ansible on the same fleet", "wall", "CPU", "max RSS"
+    );
+    let peer: [(&str, &str, &[&str]); 2] = [
+        ("ansible-inventory --list", "ansible-inventory", &["--list"]),
+        (
+            "ansible-playbook --list-tasks",
+            "ansible-playbook",
+            &["--list-hosts", "--list-tasks"],
+        ),
+    ];
+    for (label, program, args) in peer {
+        let mut cmd = Command::new(program);
+        cmd.arg("-i").arg(&ansible_inventory).args(args);
+        if program == "ansible-playbook" {
+            cmd.arg(&ansible_playbook);
+        }
+        match measure(cmd) {
+            Ok((wall, cpu, rss)) => println!(
+                "{label:<40} {:>8.3} s {:>8.3} s {:>11.1} MB",
+                wall.as_secs_f64(),
+                cpu.as_secs_f64(),
+                rss
+            ),
+            Err(e) => println!("{label:<40} not measured: {e:#}"),
+        }
     }
     Ok(())
 }
@@ -358,20 +394,16 @@ fn self_usage() -> (f64, Duration) {
     (usage.ru_maxrss as f64 / 1024.0, cpu_time(&usage))
 }
 
-/// Runs `edgeforge plan` once with stdout discarded: wall time, CPU time, max RSS.
-fn run_binary(
-    binary: &Path,
-    inventory: &Path,
-    format: &str,
-) -> anyhow::Result<(Duration, Duration, f64)> {
+/// Runs a command to the end with stdout discarded: wall time, CPU time and
+/// max RSS of that process alone (wait4), or why it failed.
+fn measure(mut cmd: Command) -> anyhow::Result<(Duration, Duration, f64)> {
+    let what = format!("{cmd:?}");
     let started = Instant::now();
-    let child = Command::new(binary)
-        .args(["plan", "--format", format, "-i"])
-        .arg(inventory)
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
+        .with_context(|| format!("starting {what}"))?;
     let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
     let mut status = 0;
     // SAFETY: zeroed rusage is a valid value for wait4 to overwrite.
@@ -381,19 +413,59 @@ fn run_binary(
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = started.elapsed();
     if rc != pid {
-        bail!(
-            "wait4 on {}: {}",
-            binary.display(),
-            io::Error::last_os_error()
-        );
+        bail!("wait4 on {what}: {}", io::Error::last_os_error());
     }
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!(
-            "{} plan --format {format} failed (status {status})",
-            binary.display()
-        );
+        bail!("{what} failed (status {status})");
     }
     Ok((wall, cpu_time(&usage), usage.ru_maxrss as f64 / 1024.0))
+}
+
+/// The same fleet as an Ansible inventory (a group per site, `servers` and
+/// `agents` groups) and a two-play playbook (servers, then agents).
+fn write_ansible_peer(inv: &Inventory, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let mut y = String::from("all:\n  children:\n");
+    let mut servers = String::new();
+    let mut agents = String::new();
+    for site in &inv.sites {
+        let _ = writeln!(
+            y,
+            "    {}:\n      hosts:",
+            site.name.as_str().replace('-', "_")
+        );
+        for n in &site.nodes {
+            let _ = writeln!(
+                y,
+                "        {}: {{ ansible_host: {}, ansible_user: edge }}",
+                n.name.as_str(),
+                n.address.as_str()
+            );
+            let list = match n.role {
+                edgeforge::inventory::Role::Server => &mut servers,
+                edgeforge::inventory::Role::Agent => &mut agents,
+            };
+            let _ = writeln!(list, "        {}:", n.name.as_str());
+        }
+        let _ = writeln!(
+            y,
+            "      vars: {{ region: {}, zone: {} }}",
+            site.region.as_deref().unwrap_or("none"),
+            site.zone.as_deref().unwrap_or("none")
+        );
+    }
+    let _ = write!(
+        y,
+        "    servers:\n      hosts:\n{servers}    agents:\n      hosts:\n{agents}"
+    );
+    let inventory = dir.join("ansible-fleet.yaml");
+    std::fs::write(&inventory, y)?;
+    let playbook = dir.join("k3s.yaml");
+    std::fs::write(
+        &playbook,
+        "- hosts: servers\n  gather_facts: false\n  tasks:\n    - name: install k3s server\n      ansible.builtin.command: 'true'\n\
+         - hosts: agents\n  gather_facts: false\n  tasks:\n    - name: install k3s agent\n      ansible.builtin.command: 'true'\n",
+    )?;
+    Ok((inventory, playbook))
 }
 
 /// The `edgeforge` binary built next to this one (same profile directory).
