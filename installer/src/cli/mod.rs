@@ -4,6 +4,7 @@
 //! function returning an [`Outcome`]. Exit codes: 0 success, 1 runtime
 //! failure, 2 invalid input (inventory, playbook or arguments).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -59,7 +60,7 @@ pub struct GlobalOpts {
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Colour output.
+    /// Colour output: auto = when writing to a terminal and NO_COLOR is unset.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
     /// Directory with playbooks/, templates/ and images/ overriding the built-in ones.
@@ -67,11 +68,49 @@ pub struct GlobalOpts {
     pub data_dir: Option<PathBuf>,
 }
 
+impl GlobalOpts {
+    /// Whether to colour a stream, given whether that stream is a terminal.
+    pub fn use_color(&self, is_terminal: bool) -> bool {
+        match self.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  edgeforge check -i inventory/lab.yaml
+  edgeforge plan -i inventory/appliances.yaml --limit 'site:berlin-*'
+  edgeforge apply -i inventory/lab.yaml
+  edgeforge completions bash > ~/.local/share/bash-completion/completions/edgeforge
+  edgeforge man --out /usr/local/share/man/man1
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid input (inventory,
+playbook or arguments). NO_COLOR in the environment turns colour off.";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  edgeforge completions bash > ~/.local/share/bash-completion/completions/edgeforge
+  edgeforge completions zsh > \"${fpath[1]}/_edgeforge\"
+  edgeforge completions fish > ~/.config/fish/completions/edgeforge.fish
+  edgeforge completions powershell >> $PROFILE";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  edgeforge man | man -l -
+  edgeforge man --out /usr/local/share/man/man1   # edgeforge.1, edgeforge-plan.1, ...";
+
+/// Bring up edge sites from one inventory file.
+///
 /// edgeforge brings up edge sites: machines (libvirt VMs, Redfish bare metal or
 /// existing hosts), the OS, the virtualization layer, k3s and federation, all
 /// from one inventory file.
 #[derive(Debug, Parser)]
-#[command(name = "edgeforge", version, propagate_version = true)]
+#[command(name = "edgeforge", version, propagate_version = true, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalOpts,
@@ -97,13 +136,19 @@ pub enum Command {
     /// A lab of VMs on a libvirt host: up, status, down.
     #[command(subcommand)]
     Lab(lab::LabCommand),
-    /// Print a shell completion script.
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to standard output.
-    Man,
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(after_help = MAN_EXAMPLES)]
+    Man {
+        /// Write edgeforge.1 and one edgeforge-<command>.1 per subcommand here.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Entry point of the `edgeforge` binary.
@@ -121,16 +166,59 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "edgeforge", &mut std::io::stdout());
             Outcome::Success
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
-                Ok(()) => Outcome::Success,
-                Err(e) => {
-                    eprintln!("error: writing the man page: {e}");
-                    Outcome::Failed
-                }
-            }
-        }
+        Command::Man { out } => run_man(out.as_deref()),
     };
     outcome.into()
+}
+
+/// Prints the man page, or writes one page per command into `out`.
+fn run_man(out: Option<&std::path::Path>) -> Outcome {
+    let mut cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    // Building sets subcommand display names such as `edgeforge-plan`.
+    cmd.build();
+    let written = match out {
+        None => man_page(&cmd).and_then(|page| std::io::stdout().write_all(&page)),
+        Some(dir) => std::fs::create_dir_all(dir).and_then(|()| write_man_pages(&cmd, dir)),
+    };
+    match written {
+        Ok(()) => Outcome::Success,
+        Err(e) => {
+            let to = out.map_or_else(
+                || "standard output".to_string(),
+                |d| d.display().to_string(),
+            );
+            eprintln!("error: writing the man page to {to}: {e}");
+            Outcome::Failed
+        }
+    }
+}
+
+/// Writes `<display name>.1` for `cmd` and every visible subcommand under it.
+fn write_man_pages(cmd: &clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_man_pages(sub, dir)?;
+    }
+    let name = cmd.get_display_name().unwrap_or_else(|| cmd.get_name());
+    std::fs::write(dir.join(format!("{name}.1")), man_page(cmd)?)
+}
+
+/// One roff page; the after-help text becomes an EXAMPLES section kept as written.
+fn man_page(cmd: &clap::Command) -> std::io::Result<Vec<u8>> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    let roff = String::from_utf8_lossy(&page);
+    let Some(start) = roff.find(".SH EXTRA\n") else {
+        return Ok(page);
+    };
+    let body_start = start + ".SH EXTRA\n".len();
+    let end = roff[body_start..]
+        .find("\n.SH ")
+        .map_or(roff.len(), |i| body_start + i + 1);
+    let mut fixed = String::with_capacity(roff.len() + 16);
+    fixed.push_str(&roff[..start]);
+    fixed.push_str(".SH EXAMPLES\n.nf\n");
+    fixed.push_str(&roff[body_start..end]);
+    fixed.push_str(".fi\n");
+    fixed.push_str(&roff[end..]);
+    Ok(fixed.into_bytes())
 }

@@ -1,0 +1,172 @@
+//! `--limit`: which nodes a plan (or a run) covers, in the spirit of
+//! Ansible's `--limit`.
+//!
+//! A limit is a comma-separated list of terms. A term is a glob (`*` any run of
+//! characters, `?` one character) on a node name, or on a site name when it
+//! starts with `site:`. A term starting with `!` excludes what it matches.
+//! A node is selected when it matches at least one including term (or there
+//! are only excluding terms) and no excluding term. Examples: `edge-0*`,
+//! `site:berlin-*,!berlin-2-agent`, `!site:lab`.
+
+use std::str::FromStr;
+
+use crate::inventory::{Node, Site};
+
+/// A parsed `--limit` pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pattern: String,
+    terms: Vec<Term>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Term {
+    exclude: bool,
+    on_site: bool,
+    glob: String,
+}
+
+/// A `--limit` pattern that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// A term between commas is empty or only `!` / `site:`.
+    #[error(
+        "--limit `{pattern}`: term {position} is empty; write node names or `site:NAME` separated by commas"
+    )]
+    EmptyTerm {
+        /// The whole pattern.
+        pattern: String,
+        /// 1-based position of the term.
+        position: usize,
+    },
+}
+
+impl Limit {
+    /// Parses a pattern such as `site:berlin-*,!berlin-2-agent`.
+    pub fn parse(pattern: &str) -> Result<Limit, LimitError> {
+        let mut terms = Vec::new();
+        for (i, raw) in pattern.split(',').enumerate() {
+            let raw = raw.trim();
+            let (exclude, rest) = match raw.strip_prefix('!') {
+                Some(rest) => (true, rest.trim_start()),
+                None => (false, raw),
+            };
+            let (on_site, glob) = match rest.strip_prefix("site:") {
+                Some(g) => (true, g),
+                None => (false, rest),
+            };
+            if glob.is_empty() {
+                return Err(LimitError::EmptyTerm {
+                    pattern: pattern.to_string(),
+                    position: i + 1,
+                });
+            }
+            terms.push(Term {
+                exclude,
+                on_site,
+                glob: glob.to_string(),
+            });
+        }
+        Ok(Limit {
+            pattern: pattern.to_string(),
+            terms,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether `node` of `site` is selected.
+    pub fn matches(&self, site: &Site, node: &Node) -> bool {
+        let hit = |t: &Term| {
+            let name = if t.on_site {
+                site.name.as_str()
+            } else {
+                node.name.as_str()
+            };
+            glob_match(&t.glob, name)
+        };
+        let mut includes = self.terms.iter().filter(|t| !t.exclude).peekable();
+        let included = includes.peek().is_none() || includes.any(hit);
+        included && !self.terms.iter().filter(|t| t.exclude).any(hit)
+    }
+}
+
+impl FromStr for Limit {
+    type Err = LimitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Limit::parse(s)
+    }
+}
+
+/// Matches `text` against a glob with `*` (any run) and `?` (one character).
+fn glob_match(glob: &str, text: &str) -> bool {
+    let g: Vec<char> = glob.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut gi, mut ti) = (0usize, 0usize);
+    // Where the last `*` was and which text position it is currently covering up to.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match g.get(gi) {
+            Some('*') => {
+                star = Some((gi, ti));
+                gi += 1;
+            }
+            Some(&c) if c == '?' || Some(&c) == t.get(ti) => {
+                gi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sg, st)) => {
+                    gi = sg + 1;
+                    ti = st + 1;
+                    star = Some((sg, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    g.get(gi..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_stars_and_question_marks() {
+        assert!(glob_match("edge-*", "edge-1"));
+        assert!(glob_match("edge-*", "edge-"));
+        assert!(glob_match("*-agent", "berlin-2-agent"));
+        assert!(glob_match("b*n-?-a*", "berlin-2-agent"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(!glob_match("edge-?", "edge-10"));
+        assert!(!glob_match("*-server", "berlin-2-agent"));
+        assert!(!glob_match("", "x"));
+    }
+
+    #[test]
+    fn empty_terms_are_rejected_with_their_position() {
+        for (pattern, position) in [
+            ("a,,b", 2),
+            ("!", 1),
+            ("a,site:", 2),
+            ("", 1),
+            ("a, !site:", 2),
+        ] {
+            assert_eq!(
+                Limit::parse(pattern),
+                Err(LimitError::EmptyTerm {
+                    pattern: pattern.to_string(),
+                    position
+                }),
+                "{pattern}"
+            );
+        }
+    }
+}
