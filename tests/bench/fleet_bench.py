@@ -162,18 +162,23 @@ def run(args: argparse.Namespace) -> int:
 
     workload = prepare_workload(work)
     machine = machine_info(runnable)
+    report = Report.load_or_new(RESULTS / f"{args.results_name}.json", fresh=args.fresh or args.no_save)
+    invocation = report.add_machine(machine)
+
+    def record_done(block: list[Record]) -> None:
+        # Saved after every tool and N, so an interrupted invocation keeps what it measured.
+        machine["load_after"] = os.getloadavg()
+        report.merge(invocation, block)
+        if not args.no_save:
+            report.save(RESULTS, args.results_name)
+
     with Fleet(work / "fleet", max(args.nodes), args.port) as fleet:
         if args.verify:
             return verify(args, runnable, fleet, work, workload)
-        records = measure_all(args, runnable, fleet, work, workload)
-    machine["load_after"] = os.getloadavg()
-    report = Report.load_or_new(RESULTS / f"{args.results_name}.json", fresh=args.fresh or args.no_save)
-    report.merge(machine, records)
-    table = report.markdown_table()
+        records = measure_all(args, runnable, fleet, work, workload, record_done)
     print()
-    print(table)
+    print(report.markdown_table())
     if not args.no_save:
-        report.save(RESULTS, args.results_name)
         print(f"\nwrote {RESULTS / args.results_name}.md, .svg and .json")
     return 1 if any(r.failures for r in records) else 0
 
@@ -210,7 +215,7 @@ class Record:
     failures: int = 0
 
 
-def measure_all(args, tools, fleet, work, workload) -> list[Record]:
+def measure_all(args, tools, fleet, work, workload, record_done) -> list[Record]:
     records: list[Record] = []
     for n in args.nodes:
         nodes = fleet.nodes[:n]
@@ -230,6 +235,7 @@ def measure_all(args, tools, fleet, work, workload) -> list[Record]:
                     if not res.ok:
                         by_mode[mode].failures += 1
                     print(f"{tool.name:9} N={n:<3} {mode} {i}/{args.runs}: {describe(res)}", flush=True)
+            record_done(list(by_mode.values()))
             records.extend(by_mode.values())
     return records
 
@@ -663,9 +669,11 @@ class RunContext:
         if self.roots.exists():
             shutil.rmtree(self.roots)
         self.roots.mkdir(parents=True)
-        for state in ("state", "xdg-state"):
-            if (self.dir / state).exists():
-                shutil.rmtree(self.dir / state)
+        # Tool state (edgeforge's journal under --state-dir or XDG_STATE_HOME, or next to
+        # the inventory) lives in subdirectories of the run directory; logs are files.
+        for sub in self.dir.iterdir():
+            if sub.is_dir() and not sub.is_symlink():
+                shutil.rmtree(sub)
 
 
 def make_tool(name: str, args):
@@ -891,12 +899,16 @@ class Report:
             return cls(path, json.loads(path.read_text()))
         return cls(path, {"machines": [], "records": []})
 
-    def merge(self, machine: dict, records: list[Record]) -> None:
+    def add_machine(self, machine: dict) -> int:
+        """Records this invocation's machine description; returns its index."""
         self.data["machines"].append(machine)
+        return len(self.data["machines"]) - 1
+
+    def merge(self, invocation: int, records: list[Record]) -> None:
+        """Adds records, replacing earlier ones of the same tool, N and mode."""
         keep = [r for r in self.data["records"]
                 if not any((r["tool"], r["nodes"], r["mode"]) == (n.tool, n.nodes, n.mode) for n in records)]
-        self.data["records"] = keep + [
-            {**asdict(r), "machine": len(self.data["machines"]) - 1} for r in records]
+        self.data["records"] = keep + [{**asdict(r), "machine": invocation} for r in records]
         self.data["records"].sort(key=lambda r: (r["nodes"], r["mode"], ALL_TOOLS.index(r["tool"])))
 
     def rows(self) -> list[dict]:
@@ -953,7 +965,8 @@ class Report:
         (results / f"{name}.svg").write_text(svg_chart(self.rows(), self.data["machines"][-1]))
 
     def markdown(self, name: str) -> str:
-        machines = self.data["machines"]
+        used = sorted({r["machine"] for r in self.data["records"]})
+        machines = [self.data["machines"][i] for i in used] or self.data["machines"][-1:]
         m = machines[-1]
         tools = {}
         for mm in machines:
