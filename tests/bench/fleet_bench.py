@@ -115,6 +115,8 @@ def parse_args() -> argparse.Namespace:
                    help="start a new results file instead of merging into an existing one")
     p.add_argument("--no-save", action="store_true", help="print the table only; write no results files")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a tool run is killed")
+    p.add_argument("--note", default="",
+                   help="a remark about this invocation (e.g. what else ran on the machine), shown in the results")
     p.add_argument("--nice", type=int, default=0,
                    help="run the fleet and the tools at this nice value (e.g. -10 on a machine busy with "
                         "other jobs, so they skew the numbers less); recorded in the results")
@@ -162,11 +164,12 @@ def run(args: argparse.Namespace) -> int:
 
     workload = prepare_workload(work)
     machine = machine_info(runnable)
+    machine["note"] = args.note
     report = Report.load_or_new(RESULTS / f"{args.results_name}.json", fresh=args.fresh or args.no_save)
     invocation = report.add_machine(machine)
 
     def record_done(block: list[Record]) -> None:
-        # Saved after every tool and N, so an interrupted invocation keeps what it measured.
+        # Saved after every run, so an interrupted invocation keeps what it measured.
         machine["load_after"] = os.getloadavg()
         report.merge(invocation, block)
         if not args.no_save:
@@ -235,7 +238,7 @@ def measure_all(args, tools, fleet, work, workload, record_done) -> list[Record]
                     if not res.ok:
                         by_mode[mode].failures += 1
                     print(f"{tool.name:9} N={n:<3} {mode} {i}/{args.runs}: {describe(res)}", flush=True)
-            record_done(list(by_mode.values()))
+                    record_done([r for r in by_mode.values() if r.runs])
             records.extend(by_mode.values())
     return records
 
@@ -768,7 +771,7 @@ class Pyinfra:
 
 
 class Edgeforge:
-    """edgeforge apply -i <inventory> --playbook <file> --parallel N."""
+    """edgeforge apply -i <inventory> --playbook <file> --parallel N --force."""
     name = "edgeforge"
 
     def __init__(self, binary: Path | None):
@@ -779,6 +782,9 @@ class Edgeforge:
                     break
         self.binary = binary
         self._help = ""
+        # "playbook": apply --playbook FILE. "layer": no --playbook yet, so the workload
+        # is the `os` layer of the --data-dir (same engine, same playbook, other file name).
+        self._style = ""
 
     def unavailable(self) -> str | None:
         if self.binary is None or not self.binary.exists():
@@ -789,16 +795,24 @@ class Edgeforge:
         except OSError as e:
             return f"{self.binary} does not run: {e}"
         self._help = out.stdout + out.stderr
-        missing = [flag for flag in ("--playbook", "--parallel") if flag not in self._help]
-        if missing:
-            return (f"{self.binary} `apply` has no {' or '.join(missing)} yet, so it cannot run the "
+        if "--parallel" not in self._help:
+            return (f"{self.binary} `apply` has no --parallel yet, so it cannot run the "
+                    "benchmark workload; peers are measured without it")
+        if "--playbook" in self._help:
+            self._style = "playbook"
+        elif "--layer" in self._help and "--data-dir" in self._help:
+            self._style = "layer"
+            print(f"note: {self.binary} `apply` has no --playbook; running the workload as the `os` "
+                  "layer of the benchmark's --data-dir", file=sys.stderr)
+        else:
+            return (f"{self.binary} `apply` has neither --playbook nor --layer, so it cannot run the "
                     "benchmark workload; peers are measured without it")
         if "debug" in self.binary.parts:
             print(f"warning: {self.binary} is a debug build; its numbers are not representative", file=sys.stderr)
         return None
 
     def version(self) -> str:
-        return _version([str(self.binary), "--version"], r"edgeforge ([^\s]+)") if self.binary else "unknown"
+        return "edgeforge " + _version([str(self.binary), "--version"], r"edgeforge ([^\s]+)")
 
     def prepare(self, ctx: RunContext):
         d, f = ctx.dir, ctx.fleet
@@ -807,11 +821,20 @@ class Edgeforge:
         text, count = re.subn(r"(?m)^(  bench_base: ).*$", lambda m: m.group(1) + json.dumps(str(ctx.roots)), text)
         if count != 1:
             raise BenchError("workload/edgeforge.yaml must set `bench_base:` once under `vars:`")
-        (d / "playbook.yaml").write_text(text)
-        argv = [str(self.binary), "--data-dir", str(ctx.workload), "apply", "-i", str(d / "inventory.yaml"),
-                "--playbook", str(d / "playbook.yaml"), "--parallel", str(ctx.n)]
+        argv = [str(self.binary), "--data-dir", str(ctx.workload), "apply", "-i", str(d / "inventory.yaml")]
+        if self._style == "playbook":
+            (d / "playbook.yaml").write_text(text)
+            argv += ["--playbook", str(d / "playbook.yaml")]
+        else:
+            (ctx.workload / "playbooks").mkdir(exist_ok=True)
+            (ctx.workload / "playbooks" / "os.yaml").write_text(text)
+            argv += ["--layer", "os"]
+        argv += ["--parallel", str(ctx.n)]
         if "--state-dir" in self._help:
             argv += ["--state-dir", str(d / "state")]
+        if "--force" in self._help:
+            # Check every node's real state, as the peers do, rather than trust the journal.
+            argv.append("--force")
         return argv, _env(XDG_STATE_HOME=d / "xdg-state", NO_COLOR=1), ctx.workload
 
 
@@ -1000,7 +1023,8 @@ class Report:
             "- load average (1, 5, 15 min) at start / end, and nice value, of each invocation"
             " (the machine is shared; other jobs running at the same time add noise):",
             *[f"  - {mm['date']}: {', '.join(sorted(mm['tools']))}: load {fmt_load(mm['load_before'])}"
-              f" / {fmt_load(mm.get('load_after'))}, nice {mm.get('nice', 0)}" for mm in machines],
+              f" / {fmt_load(mm.get('load_after'))}, nice {mm.get('nice', 0)}"
+              + (f"; {mm['note']}" if mm.get("note") else "") for mm in machines],
             "- tools: " + ", ".join(f"{v}" for k, v in sorted(tools.items())),
             "",
             "## Tool settings",
