@@ -114,6 +114,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true",
                    help="start a new results file instead of merging into an existing one")
     p.add_argument("--no-save", action="store_true", help="print the table only; write no results files")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: rewrite the .md and .svg of --results-name from its .json")
     p.add_argument("--timeout", type=float, default=1800, help="seconds before a tool run is killed")
     p.add_argument("--note", default="",
                    help="a remark about this invocation (e.g. what else ran on the machine), shown in the results")
@@ -140,6 +142,15 @@ def parse_args() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.render:
+        path = RESULTS / f"{args.results_name}.json"
+        if not path.exists():
+            raise BenchError(f"{path} does not exist; run a measurement first or pass --results-name")
+        report = Report.load_or_new(path, fresh=False)
+        report.save(RESULTS, args.results_name)
+        print(report.markdown_table())
+        print(f"\nwrote {RESULTS / args.results_name}.md and .svg from {path.name}")
+        return 0
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     lock = open(work / ".lock", "w")
