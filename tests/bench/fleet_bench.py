@@ -311,12 +311,15 @@ def measure(argv, env, cwd, log_path: Path, timeout: float, exclude: set[int]) -
             if wt.is_alive():
                 print(f"timeout after {timeout:.0f} s: killing {argv[0]}", file=sys.stderr)
                 _killpg(proc.pid, signal.SIGKILL)
+                sampler.kill_seen()
                 wt.join()
         except BaseException:
             _killpg(proc.pid, signal.SIGKILL)
             wt.join(10)
             proc.returncode = -9
             sampler.stop()
+            # Ansible's workers call setsid(), so the process group misses them.
+            sampler.kill_seen()
             reap_orphans(exclude)
             raise
     wall = waited["t"] - t0
@@ -324,6 +327,8 @@ def measure(argv, env, cwd, log_path: Path, timeout: float, exclude: set[int]) -
     single = waited["ru"].ru_maxrss
     single = max(single, reap_orphans(exclude))
     peak_tree = sampler.stop()
+    sampler.kill_seen()
+    reap_orphans(exclude)
     usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     single_mb = single / 1024
@@ -393,7 +398,18 @@ class TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.exclude = root, exclude
         self.peak = 0
+        # Every process seen in the tree, pid → start time (so a reused pid is not hit).
+        self.seen: dict[int, str] = {}
         self._stop_event = threading.Event()
+
+    def kill_seen(self) -> None:
+        """SIGKILLs every process of the tree that is still alive, wherever it was reparented."""
+        for pid, start in list(self.seen.items()):
+            if _start_time(pid) == start:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def run(self):
         while not self._stop_event.is_set():
@@ -406,6 +422,8 @@ class TreeSampler(threading.Thread):
             pid = stack.pop()
             stack.extend(c for c in children_of(pid) if c not in self.exclude)
             if pid != self.root:
+                if pid not in self.seen:
+                    self.seen[pid] = _start_time(pid)
                 try:
                     with open(f"/proc/{pid}/statm") as f:
                         total += int(f.read().split()[1]) * PAGE
@@ -418,6 +436,15 @@ class TreeSampler(threading.Thread):
         if self.is_alive():
             self.join()
         return self.peak
+
+
+def _start_time(pid: int) -> str:
+    """Field 22 of /proc/<pid>/stat (after the parenthesised command name), or "" if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def become_subreaper() -> None:
