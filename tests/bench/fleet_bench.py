@@ -1074,7 +1074,9 @@ class Report:
             "- pyinfra: `--parallel N -y`, `ssh_strict_host_key_checking=yes` with the generated known_hosts.",
             "  pyinfra's `server.shell` has no creates/unless, so the guard runs inside the same remote",
             "  command (one round trip, as Ansible's `creates`).",
-            "- edgeforge: `edgeforge --data-dir <workload> apply -i <inventory> --playbook <file> --parallel N`.",
+            "- edgeforge: `edgeforge --data-dir <workload> apply -i <inventory> --playbook <file> --parallel N",
+            "  --state-dir <dir> --force`; `--force` makes warm runs check each node's real state, as the",
+            "  peers do, instead of skipping steps its journal records as applied.",
             "",
             "All runs: " + "; ".join(
                 f"{r['tool']} N={r['nodes']} {r['mode']}: "
