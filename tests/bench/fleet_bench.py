@@ -527,6 +527,9 @@ def verify(args, tools, fleet, work, workload) -> int:
         else:
             print(f"same: {base} and {other} left identical node roots on all {n} nodes")
     per_node = len(digests[base][nodes[0].name])
+    if len(names) < 2:
+        print(f"only {base} ran: its node roots were checked for completeness and idempotency, "
+              "but there was no other tool to compare them with")
     if not failed:
         print(f"verify ok: {len(names)} tools ({', '.join(names)}), {n} nodes, "
               f"{per_node} paths per node, identical contents and modes; warm runs changed nothing")
