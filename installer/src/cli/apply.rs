@@ -6,26 +6,28 @@
 //! steps, lets running ones finish (30 s at most; a second Ctrl-C abandons
 //! them), keeps the journal consistent and exits 130.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::ValueEnum;
 
 use super::{GlobalOpts, Outcome};
 use crate::exec::events::{EventSink, Fanout, JsonSink, ProgressSink, TextSink};
 use crate::exec::lock::RunLock;
-use crate::exec::select::{MaxFail, Shard, limit_matches};
+use crate::exec::select::{MaxFail, Shard};
 use crate::exec::{Connector, Executor, HostWork, RunOptions};
-use crate::inventory::{Inventory, NodeView, SecretRef};
+use crate::inventory::{Inventory, NodeView};
+use crate::plan::{self, Layer, Limit, Selection};
 use crate::playbook::Playbook;
 use crate::render::{DataDir, Renderer, inventory_context};
+use crate::transport::ssh::SshTransport;
+use crate::transport::target::{SshTarget, read_secret};
 use crate::transport::{Transport, TransportError};
 
-/// Layers `apply` runs through playbooks, in bring-up order.
-const PLAYBOOK_LAYERS: &[&str] = &["os", "virt", "k3s"];
 
 /// Arguments of `edgeforge apply`.
 #[derive(Debug, clap::Args)]
@@ -39,9 +41,12 @@ pub struct ApplyArgs {
     /// The inventory file.
     #[arg(short, long, value_name = "FILE")]
     pub inventory: PathBuf,
-    /// Layers to run (repeatable; default: every layer that has a playbook).
-    #[arg(long, value_name = "LAYER")]
-    pub layer: Vec<String>,
+    /// Only these layers (comma-separated or repeated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LAYER")]
+    pub layer: Vec<Layer>,
+    /// Run this playbook on every selected node instead of the layer playbooks.
+    #[arg(long, value_name = "FILE", conflicts_with = "layer")]
+    pub playbook: Option<PathBuf>,
     /// Only these nodes or sites: comma-separated globs, `!` to exclude.
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
@@ -93,10 +98,7 @@ pub enum LogFormat {
 pub fn run(g: &GlobalOpts, args: ApplyArgs) -> Outcome {
     let prepared = match prepare(g, &args) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Outcome::InvalidInput;
-        }
+        Err(outcome) => return outcome,
     };
     match execute(g, &args, prepared) {
         Ok(outcome) => outcome,
@@ -112,33 +114,109 @@ struct Prepared {
     inventory_name: String,
     data: Arc<DataDir>,
     renderer: Arc<Renderer>,
-    hosts: Vec<HostWork>,
+    /// Host work in plan waves: a wave starts when the previous one ended.
+    waves: Vec<Vec<HostWork>>,
+    targets: Arc<BTreeMap<String, SshTarget>>,
 }
 
-fn prepare(g: &GlobalOpts, args: &ApplyArgs) -> anyhow::Result<Prepared> {
+fn prepare(g: &GlobalOpts, args: &ApplyArgs) -> Result<Prepared, Outcome> {
     if args.parallel == 0 {
-        bail!("--parallel must be at least 1");
+        return Err(invalid("--parallel must be at least 1"));
     }
-    let inv = load_inventory(&args.inventory)?;
+    let limit = args
+        .limit
+        .as_deref()
+        .map(Limit::parse)
+        .transpose()
+        .map_err(invalid)?;
+    let loaded = super::check::load_inventory(g, &args.inventory)?;
+    let inv = &loaded.inventory;
     let data = DataDir::new(g.data_dir.as_deref());
-    let renderer = Renderer::new(&data).context("loading templates")?;
-    let playbooks = load_playbooks(&data, &args.layer)?;
-    for pb in &playbooks {
-        renderer.check_playbook(pb)?;
-    }
-    let mut hosts = Vec::new();
-    for view in inv.nodes() {
-        let (node, site) = (view.node.name.as_str(), view.site.name.as_str());
-        if args.shard.is_some_and(|s| !s.contains_site(site))
-            || args
-                .limit
-                .as_deref()
-                .is_some_and(|p| !limit_matches(p, node, site))
-        {
-            continue;
+    let renderer = Renderer::new(&data)
+        .context("loading templates")
+        .map_err(invalid)?;
+    let selection = Selection {
+        limit,
+        layers: args.layer.clone(),
+    };
+    let plan = plan::build(inv, &selection)
+        .with_context(|| format!("{}", args.inventory.display()))
+        .map_err(invalid)?;
+    let adhoc = match &args.playbook {
+        Some(path) => Some(load_playbook_file(path).map_err(invalid)?),
+        None => None,
+    };
+    let mut playbooks = PlaybookSet::new(&data, &renderer);
+    let in_shard = |site: &str| args.shard.is_none_or(|s| s.contains_site(site));
+    let views: BTreeMap<&str, NodeView<'_>> = inv
+        .nodes()
+        .map(|v| (v.node.name.as_str(), v))
+        .collect();
+    let mut waves: Vec<Vec<HostWork>> = Vec::new();
+    let mut not_run: BTreeMap<&'static str, usize> = BTreeMap::new();
+    if let Some(pb) = &adhoc {
+        renderer.check_playbook(pb).map_err(invalid)?;
+        let mut wave = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for task in plan.tasks() {
+            let Some(node) = task.node else { continue };
+            if !in_shard(task.site.name.as_str()) || !seen.insert(node.name.as_str()) {
+                continue;
+            }
+            if let Some(view) = views.get(node.name.as_str()) {
+                wave.push(host_work(inv, view, vec![pb.clone()], Vec::new()).map_err(invalid)?);
+            }
         }
-        hosts.push(host_work(&inv, &view, &playbooks)?);
+        waves.push(wave);
+    } else {
+        for wave_ids in plan.waves() {
+            let mut wave = Vec::new();
+            for id in wave_ids {
+                let Some(task) = plan.task(id) else { continue };
+                let Some(node) = task.node else {
+                    *not_run.entry(task.action.playbook()).or_default() += 1;
+                    continue;
+                };
+                if !in_shard(task.site.name.as_str()) {
+                    continue;
+                }
+                let Some(pb) = playbooks.get(task.action.playbook()).map_err(invalid)? else {
+                    *not_run.entry(task.action.playbook()).or_default() += 1;
+                    continue;
+                };
+                let Some(view) = views.get(node.name.as_str()) else {
+                    continue;
+                };
+                if !pb.applies_to(view) {
+                    continue;
+                }
+                let requires = task
+                    .deps
+                    .iter()
+                    .filter_map(|d| plan.task(*d).and_then(|t| t.node))
+                    .map(|n| n.name.value.clone())
+                    .filter(|n| n != node.name.as_str())
+                    .collect();
+                wave.push(host_work(inv, view, vec![pb], requires).map_err(invalid)?);
+            }
+            if !wave.is_empty() {
+                waves.push(wave);
+            }
+        }
     }
+    for (playbook, count) in &not_run {
+        if !g.quiet && !playbook.starts_with("machine/existing") {
+            eprintln!(
+                "note: {count} task(s) of `{playbook}` have no playbook in this build and are not run by apply{}",
+                if playbook.starts_with("machine/libvirt") {
+                    " (`edgeforge lab up` brings VMs up)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let targets = ssh_targets(inv, &waves).map_err(invalid)?;
     let inventory_name = inv
         .name
         .as_ref()
@@ -152,12 +230,14 @@ fn prepare(g: &GlobalOpts, args: &ApplyArgs) -> anyhow::Result<Prepared> {
         inventory_name,
         data: Arc::new(data),
         renderer: Arc::new(renderer),
-        hosts,
+        waves,
+        targets: Arc::new(targets),
     })
 }
 
 fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outcome> {
-    if p.hosts.is_empty() {
+    let hosts: usize = p.waves.iter().map(Vec::len).sum();
+    if hosts == 0 {
         eprintln!("nothing to do: no node matches --limit / --shard");
         return Ok(Outcome::Success);
     }
@@ -178,7 +258,7 @@ fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outc
             prev.pid, prev.host, prev.started
         );
     }
-    let sink = make_sink(g, args, p.hosts.len())?;
+    let sink = make_sink(g, args, hosts)?;
     let opts = RunOptions {
         parallel: args.parallel,
         max_fail: args.max_fail,
@@ -194,7 +274,7 @@ fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outc
         .build()
         .context("starting the async runtime")?;
     let summary = runtime.block_on(async {
-        let executor = Executor::new(p.renderer, p.data, connector(), sink);
+        let executor = Executor::new(p.renderer, p.data, connector(p.targets), sink);
         let cancel = executor.cancel_handle();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
@@ -208,7 +288,7 @@ fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outc
             }
             cancel.abort();
         });
-        executor.run(vec![p.hosts], &opts).await
+        executor.run(p.waves, &opts).await
     });
     drop(lock);
     if !g.quiet {
@@ -221,91 +301,115 @@ fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outc
     })
 }
 
-/// Reads the inventory. The inventory module's loader (with its checks) replaces this.
-fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_saphyr::from_str::<Inventory>(&text).map_err(|e| {
-        let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        anyhow::anyhow!("{}:{line}:{col}: {e}", path.display())
-    })
+/// Reports invalid input (exit 2) before any host is touched.
+fn invalid(e: impl std::fmt::Display) -> Outcome {
+    eprintln!("error: {e:#}");
+    Outcome::InvalidInput
 }
 
-/// The playbooks of the chosen layers (all layers that have one when none is chosen).
-fn load_playbooks(data: &DataDir, layers: &[String]) -> anyhow::Result<Vec<Arc<Playbook>>> {
-    let available: Vec<&str> = PLAYBOOK_LAYERS
-        .iter()
-        .copied()
-        .filter(|l| data.read(&format!("playbooks/{l}.yaml")).is_ok())
-        .collect();
-    let chosen: Vec<&str> = if layers.is_empty() {
-        available.clone()
-    } else {
-        layers.iter().map(String::as_str).collect()
-    };
-    chosen
-        .iter()
-        .map(|layer| {
-            if !available.contains(layer) {
-                bail!(
-                    "layer `{layer}` has no playbook to apply; layers with playbooks: {}",
-                    available.join(", ")
-                );
+/// Reads an ad-hoc playbook given with `--playbook`.
+fn load_playbook_file(path: &Path) -> anyhow::Result<Arc<Playbook>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the playbook {}", path.display()))?;
+    Ok(Arc::new(Playbook::parse(&path.display().to_string(), &text)?))
+}
+
+/// The layer playbooks of the data directory, parsed and checked once each.
+struct PlaybookSet<'d> {
+    data: &'d DataDir,
+    renderer: &'d Renderer,
+    loaded: BTreeMap<&'static str, Option<Arc<Playbook>>>,
+}
+
+impl<'d> PlaybookSet<'d> {
+    fn new(data: &'d DataDir, renderer: &'d Renderer) -> Self {
+        PlaybookSet {
+            data,
+            renderer,
+            loaded: BTreeMap::new(),
+        }
+    }
+
+    /// The playbook `playbooks/<key>.yaml`, or `None` when the data directory has none.
+    fn get(&mut self, key: &'static str) -> anyhow::Result<Option<Arc<Playbook>>> {
+        if let Some(pb) = self.loaded.get(key) {
+            return Ok(pb.clone());
+        }
+        let rel = format!("playbooks/{key}.yaml");
+        let pb = match self.data.read_text(&rel) {
+            Ok(text) => {
+                let pb = Playbook::parse(&rel, &text)?;
+                self.renderer.check_playbook(&pb)?;
+                Some(Arc::new(pb))
             }
-            let rel = format!("playbooks/{layer}.yaml");
-            let text = data.read_text(&rel)?;
-            Ok(Arc::new(Playbook::parse(&rel, &text)?))
-        })
-        .collect()
+            Err(_) => None,
+        };
+        self.loaded.insert(key, pb.clone());
+        Ok(pb)
+    }
 }
 
 /// One node's work: its context, its playbooks, its secrets.
 fn host_work(
     inv: &Inventory,
     view: &NodeView<'_>,
-    playbooks: &[Arc<Playbook>],
+    playbooks: Vec<Arc<Playbook>>,
+    requires: Vec<String>,
 ) -> anyhow::Result<HostWork> {
-    let mut secrets = std::collections::BTreeMap::new();
+    let mut secrets = BTreeMap::new();
     if let Some(token) = &view.k3s.token {
-        secrets.insert("k3s_token".to_string(), read_secret(token)?);
+        secrets.insert(
+            "k3s_token".to_string(),
+            read_secret("k3s.token", token)?.expose().to_string(),
+        );
     }
     Ok(HostWork {
         name: view.node.name.value.clone(),
         site: view.site.name.value.clone(),
         context: inventory_context(inv, view),
-        playbooks: playbooks
-            .iter()
-            .filter(|p| p.applies_to(view))
-            .cloned()
-            .collect(),
+        playbooks,
         secrets,
-        requires: Vec::new(),
+        requires,
     })
 }
 
-/// Resolves a secret reference; errors name the reference, never the value.
-fn read_secret(r: &SecretRef) -> anyhow::Result<String> {
-    match r {
-        SecretRef::Env(var) => std::env::var(var)
-            .with_context(|| format!("secret: environment variable {var} is not set")),
-        SecretRef::File(path) => std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-            .with_context(|| format!("secret: reading {}", path.display())),
+/// The SSH target of every host that has work, resolved before any host is touched.
+fn ssh_targets(inv: &Inventory, waves: &[Vec<HostWork>]) -> anyhow::Result<BTreeMap<String, SshTarget>> {
+    let wanted: std::collections::BTreeSet<&str> =
+        waves.iter().flatten().map(|w| w.name.as_str()).collect();
+    let jumps = |name: &str| {
+        inv.jump_host(name)
+            .map(|jh| (jh.address.value.clone(), inv.jump_host_ssh(jh)))
+    };
+    let state = crate::inventory::state_dir();
+    let mut targets = BTreeMap::new();
+    for view in inv.nodes() {
+        let name = view.node.name.as_str();
+        if !wanted.contains(name) {
+            continue;
+        }
+        let mut settings = view.ssh.clone();
+        settings.port = Some(view.ssh_port());
+        let target = SshTarget::from_settings(view.node.address.as_str(), &settings, &jumps, &state)
+            .with_context(|| format!("node {name}"))?;
+        targets.insert(name.to_string(), target);
     }
+    Ok(targets)
 }
 
-/// Opens a host's transport. The SSH transport is wired in here.
-fn connect_host(work: &HostWork) -> Result<Arc<dyn Transport>, TransportError> {
-    Err(TransportError::Connect {
-        host: work.name.clone(),
-        reason: "this build has no SSH transport yet".into(),
-    })
-}
-
-fn connector() -> Connector {
-    Arc::new(|work: &HostWork| {
-        let result = connect_host(work);
-        Box::pin(async move { result })
+/// Opens each host's SSH connection (one per host for the whole run).
+fn connector(targets: Arc<BTreeMap<String, SshTarget>>) -> Connector {
+    Arc::new(move |work: &HostWork| {
+        let target = targets.get(&work.name).cloned();
+        let name = work.name.clone();
+        Box::pin(async move {
+            let target = target.ok_or_else(|| TransportError::Connect {
+                host: name,
+                reason: "no SSH settings were resolved for this host".into(),
+            })?;
+            let transport = SshTransport::connect(&target).await?;
+            Ok(Arc::new(transport) as Arc<dyn Transport>)
+        })
     })
 }
 

@@ -2,10 +2,9 @@
 //! Graphviz dot) without touching any host.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::inventory::Inventory;
 use crate::plan::{self, Layer, Limit, Selection};
 
 use super::{GlobalOpts, Outcome};
@@ -67,8 +66,8 @@ pub fn run(g: &GlobalOpts, args: PlanArgs) -> Outcome {
             return Outcome::InvalidInput;
         }
     };
-    let inventory = match load_inventory(&args.inventory, g) {
-        Ok(inv) => inv,
+    let inventory = match super::check::load_inventory(g, &args.inventory) {
+        Ok(loaded) => loaded.inventory,
         Err(outcome) => return outcome,
     };
     let selection = Selection {
@@ -111,30 +110,3 @@ pub fn run(g: &GlobalOpts, args: PlanArgs) -> Outcome {
     Outcome::Success
 }
 
-/// Reads and parses the inventory, printing diagnostics on failure.
-///
-/// LEAD: swap the body for `crate::inventory::load(path)` once the inventory
-/// branch lands (print its diagnostics and warnings the same way); this
-/// stand-in only parses, it does not validate.
-fn load_inventory(path: &Path, g: &GlobalOpts) -> Result<Inventory, Outcome> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("error: cannot read inventory {}: {e}", path.display());
-        Outcome::InvalidInput
-    })?;
-    let inventory = serde_saphyr::from_str::<Inventory>(&text).map_err(|e| {
-        // The parser's message starts with "error: line L column C".
-        eprintln!("{}: {e}", path.display());
-        Outcome::InvalidInput
-    })?;
-    if inventory.api_version.as_str() != crate::inventory::API_VERSION && !g.quiet {
-        eprintln!(
-            "warning: {}:{}:{}: apiVersion `{}` is not `{}`",
-            path.display(),
-            inventory.api_version.line,
-            inventory.api_version.col,
-            inventory.api_version.as_str(),
-            crate::inventory::API_VERSION
-        );
-    }
-    Ok(inventory)
-}

@@ -82,49 +82,6 @@ impl FromStr for MaxFail {
     }
 }
 
-/// Whether a node matches `--limit`: comma-separated globs (`*`, `?`) over the
-/// node or site name; a leading `!` excludes.
-pub fn limit_matches(pattern: &str, node: &str, site: &str) -> bool {
-    let mut included = false;
-    let mut any_positive = false;
-    for p in pattern.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        if let Some(neg) = p.strip_prefix('!') {
-            if glob(neg, node) || glob(neg, site) {
-                return false;
-            }
-        } else {
-            any_positive = true;
-            included |= glob(p, node) || glob(p, site);
-        }
-    }
-    included || !any_positive
-}
-
-/// `*` and `?` glob matching.
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,16 +133,5 @@ mod tests {
         assert!(MaxFail::Count(0).exceeded(1, 10));
         assert!(!MaxFail::Percent(10).exceeded(1, 10));
         assert!(MaxFail::Percent(10).exceeded(2, 10));
-    }
-
-    #[test]
-    fn limit_globs_and_negation() {
-        assert!(limit_matches("edge-*", "edge-1", "s1"));
-        assert!(limit_matches("s1", "edge-1", "s1"));
-        assert!(!limit_matches("s2,edge-9", "edge-1", "s1"));
-        assert!(limit_matches("*,!edge-2", "edge-1", "s1"));
-        assert!(!limit_matches("*,!edge-2", "edge-2", "s1"));
-        assert!(!limit_matches("!s1", "edge-1", "s1"));
-        assert!(limit_matches("e?ge-1", "edge-1", "s1"));
     }
 }
