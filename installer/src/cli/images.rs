@@ -122,7 +122,8 @@ pub struct PinArgs {
     /// Artifact name, e.g. `k3s`.
     pub name: String,
     /// Release, e.g. `v1.35.0+k3s1`.
-    pub version: String,
+    #[arg(value_name = "VERSION")]
+    pub release: String,
     /// The manifest file to edit (default: images/manifest.yaml of --data-dir, else ./images/manifest.yaml).
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
@@ -305,16 +306,16 @@ async fn pin(g: &GlobalOpts, args: &PinArgs) -> anyhow::Result<Outcome> {
         downloader.client(),
         &manifest,
         &args.name,
-        &args.version,
+        &args.release,
         downloader.options().read_timeout,
     )
     .await?;
-    artifacts::pin::write_pins(&path, &args.name, &args.version, &pins)?;
+    artifacts::pin::write_pins(&path, &args.name, &args.release, &pins)?;
     if !g.quiet {
         for (arch, hash) in &pins {
             println!(
                 "pinned {} {} ({arch})  sha256:{hash}",
-                args.name, args.version
+                args.name, args.release
             );
         }
         println!("updated {}", path.display());
@@ -513,6 +514,12 @@ mod tests {
             fetch_command(&args),
             "edgeforge images pull -i site.yaml --name k3s --arch amd64 --arch arm64 --cache /c"
         );
+    }
+
+    #[test]
+    fn images_arguments_are_consistent() {
+        // clap checks argument names (e.g. against the global --version) here.
+        <super::super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 
     #[test]
