@@ -194,6 +194,10 @@ impl ArtifactCache {
         }
         let part = self.root.join(TMP).join(format!("{}.part", art.sha256));
         let mut blob = PartialBlob::open(&part)?;
+        // Another pull may have finished it while we waited for the lock.
+        if let Some(c) = self.lookup(art)? {
+            return Ok(c);
+        }
         if let Err(e) = downloader.fetch(art, sources, &mut blob).await {
             // Keep a partial prefix for the next run to resume; drop an empty file.
             if blob.len() == 0 {

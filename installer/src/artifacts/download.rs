@@ -83,12 +83,24 @@ pub enum Source {
 }
 
 impl Source {
-    /// The URL or path, for messages.
+    /// The URL (credentials masked) or path, for messages.
     pub fn describe(&self) -> String {
         match self {
-            Source::Url(u) => u.clone(),
+            Source::Url(u) => redact_url(u),
             Source::File(p) => p.display().to_string(),
         }
+    }
+}
+
+/// A URL fit for messages and logs: user name and password replaced by `***`.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("***");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => raw.to_string(),
     }
 }
 
@@ -271,7 +283,8 @@ impl Downloader {
                         });
                     }
                     let delay = self.backoff(attempt);
-                    self.progress.retry(&art.artifact, url, &reason, delay);
+                    self.progress
+                        .retry(&art.artifact, &redact_url(url), &reason, delay);
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -310,9 +323,10 @@ impl Downloader {
                 });
             }
             Ok(Err(e)) => {
+                let unreachable = e.is_connect();
                 return Err(Attempt::Transient {
-                    reason: error_chain(&e),
-                    unreachable: e.is_connect(),
+                    reason: error_chain(&e.without_url()),
+                    unreachable,
                 });
             }
             Ok(Ok(r)) => r,
@@ -344,6 +358,16 @@ impl Downloader {
                 }
             }
             StatusCode::RANGE_NOT_SATISFIABLE => {
+                // `bytes */TOTAL` equal to what we hold: the partial file is complete.
+                let total = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes */"))
+                    .and_then(|t| t.trim().parse::<u64>().ok());
+                if total == Some(offset) {
+                    return Ok(());
+                }
                 blob.reset().map_err(fatal)?;
                 return Err(transient(
                     "the server refused to resume (416); restarting from zero".into(),
@@ -359,8 +383,12 @@ impl Downloader {
         }
         let offset = blob.len();
         let remaining = resp.content_length();
-        self.progress
-            .start(&art.artifact, url, remaining.map(|r| r + offset), offset);
+        self.progress.start(
+            &art.artifact,
+            &redact_url(url),
+            remaining.map(|r| r + offset),
+            offset,
+        );
         let mut stream = resp.bytes_stream();
         let mut received = 0u64;
         loop {
@@ -376,7 +404,7 @@ impl Downloader {
                     return Err(transient(format!(
                         "the connection was cut after {} bytes ({})",
                         offset + received,
-                        error_chain(&e)
+                        error_chain(&e.without_url())
                     )));
                 }
                 Ok(Some(Ok(chunk))) => {
@@ -469,6 +497,16 @@ mod tests {
         assert_eq!(range_start("bytes 100-199/200"), Some(100));
         assert_eq!(range_start("bytes */200"), None);
         assert_eq!(range_start("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        let shown = Source::Url("https://bob:s3cret@mirror.example/k3s".into()).describe();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("bob"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("http://h/k3s"), "http://h/k3s");
     }
 
     #[test]

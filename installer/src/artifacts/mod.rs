@@ -214,7 +214,8 @@ pub enum ArtifactError {
     Pin(String),
     /// The cache index is unreadable.
     #[error(
-        "the cache index {path} is damaged ({reason}); remove it and run `edgeforge images verify --repair`"
+        "the cache index {path} is damaged ({reason}); delete it: the cached files stay, and \
+         `edgeforge images pull` records them again without downloading"
     )]
     IndexDamaged {
         /// The index file.

@@ -37,7 +37,8 @@ pub async fn fetch_pins(
         let body = fetch_text(client, &url, timeout).await?;
         let hash = parse_sha256sums(&body, file).ok_or_else(|| {
             ArtifactError::Pin(format!(
-                "the checksum file {url} lists no sha256 for `{file}`"
+                "the checksum file {} lists no sha256 for `{file}`",
+                super::download::redact_url(&url)
             ))
         })?;
         pins.insert(arch, hash);
@@ -86,19 +87,20 @@ pub fn write_pins(
 }
 
 async fn fetch_text(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<String> {
+    let shown = super::download::redact_url(url);
     let fail =
-        |why: String| ArtifactError::Pin(format!("cannot fetch the checksum file {url}: {why}"));
+        |why: String| ArtifactError::Pin(format!("cannot fetch the checksum file {shown}: {why}"));
     let resp = tokio::time::timeout(timeout, client.get(url).send())
         .await
         .map_err(|_| fail(format!("no response within {timeout:?}")))?
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(e.without_url().to_string()))?;
     if !resp.status().is_success() {
         return Err(fail(format!("HTTP {}", resp.status())));
     }
     tokio::time::timeout(timeout, resp.text())
         .await
         .map_err(|_| fail(format!("no data within {timeout:?}")))?
-        .map_err(|e| fail(e.to_string()))
+        .map_err(|e| fail(e.without_url().to_string()))
 }
 
 /// The hash of `file` in `sha256sum` output (`<hex>  <name>` or `<hex> *<name>`).
