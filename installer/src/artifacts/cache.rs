@@ -137,6 +137,55 @@ impl ArtifactCache {
         self.get(artifact).ok().flatten().map(|c| c.path)
     }
 
+    /// The cached artifact, or an error naming the command that fetches it:
+    /// what a step that places an artifact on a node calls.
+    pub fn require(&self, artifact: &ArtifactRef) -> Result<CachedArtifact> {
+        self.get(artifact)?.ok_or_else(|| ArtifactError::Missing {
+            cache: self.root.clone(),
+            missing: artifact.to_string(),
+            command: "edgeforge images pull -i INVENTORY".into(),
+        })
+    }
+
+    /// Copies a file built on this machine (e.g. a base VM image) into the
+    /// cache under `artifact`, hashing it on the way; returns the entry.
+    pub fn insert_file(
+        &self,
+        artifact: &ArtifactRef,
+        file: &str,
+        src: &Path,
+    ) -> Result<CachedArtifact> {
+        let staging = self.staging_dir()?;
+        let result = (|| {
+            let mut blob = PartialBlob::open(&staging.join("blob"))?;
+            let mut f =
+                File::open(src).map_err(io_err(format!("cannot read {}", src.display())))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .map_err(io_err(format!("cannot read {}", src.display())))?;
+                if n == 0 {
+                    break;
+                }
+                blob.write(&buf[..n])?;
+            }
+            let sha256 = blob.current_hash();
+            let (path, size) = self.commit(blob, &sha256)?;
+            let cached = CachedArtifact {
+                artifact: artifact.clone(),
+                file: file.to_string(),
+                sha256,
+                size,
+                path,
+            };
+            self.record(&cached)?;
+            Ok(cached)
+        })();
+        let _ = fs::remove_dir_all(&staging);
+        result
+    }
+
     /// Every index entry, in index order.
     pub fn entries(&self) -> Result<Vec<CachedArtifact>> {
         let mut entries = self.read_index()?.entries;
@@ -489,6 +538,26 @@ mod tests {
         let (_, hash, len) = b.finish().unwrap();
         assert_eq!(len, 11);
         assert_eq!(hash, hex::encode(Sha256::digest(b"hello world")));
+    }
+
+    #[test]
+    fn insert_file_records_a_locally_built_artifact() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(dir.path().join("c")).unwrap();
+        let src = dir.path().join("base.qcow2");
+        std::fs::write(&src, b"image bytes").unwrap();
+        let a = ArtifactRef::new("debian-12-base", "recipe-1", crate::artifacts::Arch::Amd64);
+        assert!(
+            cache
+                .require(&a)
+                .unwrap_err()
+                .to_string()
+                .contains("edgeforge images pull")
+        );
+        let c = cache.insert_file(&a, "base.qcow2", &src).unwrap();
+        assert_eq!(c.sha256, hex::encode(Sha256::digest(b"image bytes")));
+        assert_eq!(cache.require(&a).unwrap().path, cache.blob_path(&c.sha256));
+        assert_eq!(std::fs::read(&c.path).unwrap(), b"image bytes");
     }
 
     #[test]
