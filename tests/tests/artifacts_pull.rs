@@ -534,3 +534,44 @@ fn cli_unpinned_inventory_version_is_invalid_input_with_its_position() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn several_artifacts_download_together_and_shared_content_once() {
+    let srv = HttpServer::start().unwrap();
+    let (a, b) = (payload(500_000, 15), payload(300_000, 16));
+    srv.add_bytes("/a", a.clone());
+    srv.add_bytes("/b", b.clone());
+    srv.add_bytes("/a-again", a.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ArtifactCache::open(dir.path()).unwrap();
+    let needs = [
+        artifact("one", &a, &[srv.url("/a")]),
+        artifact("two", &b, &[srv.url("/b")]),
+        artifact("three", &a, &[srv.url("/a-again")]),
+    ];
+
+    let got = artifacts::pull(
+        &cache,
+        &downloader(2000, 3),
+        &needs,
+        &PullOptions::default(),
+    )
+    .await
+    .unwrap();
+
+    let names: Vec<&str> = got
+        .fetched
+        .iter()
+        .map(|c| c.artifact.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["one", "two", "three"]);
+    assert_eq!(srv.requests(), 2, "identical content is fetched once");
+    for n in &needs {
+        assert_eq!(
+            cache.path_of(&n.artifact),
+            Some(cache.blob_path(&n.sha256)),
+            "{}",
+            n.artifact
+        );
+    }
+}

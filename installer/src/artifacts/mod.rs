@@ -19,6 +19,7 @@ pub mod pin;
 use std::fmt;
 use std::path::PathBuf;
 
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 pub use cache::{ArtifactCache, CachedArtifact, Damage, VerifyReport};
@@ -234,6 +235,9 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) 
     move |source| ArtifactError::Io { context, source }
 }
 
+/// How many artifacts [`pull`] downloads at once.
+pub const PARALLEL_DOWNLOADS: usize = 3;
+
 /// How [`pull`] may reach for artifacts the cache lacks.
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
@@ -294,11 +298,25 @@ pub async fn pull(
             command: opts.fetch_command.clone(),
         });
     }
-    for art in missing {
+    // A few transfers at once (the k3s binary and its images tarball come
+    // from the same release); results keep the order asked. Content shared
+    // by several names is downloaded once (its partial file is locked).
+    let mut seen = std::collections::HashSet::new();
+    let (unique, shared): (Vec<_>, Vec<_>) = missing
+        .into_iter()
+        .partition(|art| seen.insert(art.sha256.clone()));
+    let fetches = unique.into_iter().map(|art| async move {
         let sources = download::sources(art, opts.mirror.as_ref());
-        summary
-            .fetched
-            .push(cache.ensure(downloader, art, &sources).await?);
+        cache.ensure(downloader, art, &sources).await
+    });
+    summary.fetched = futures_util::stream::iter(fetches)
+        .buffered(PARALLEL_DOWNLOADS)
+        .try_collect()
+        .await?;
+    for art in shared {
+        if let Some(c) = cache.lookup(art)? {
+            summary.fetched.push(c);
+        }
     }
     Ok(summary)
 }

@@ -478,11 +478,11 @@ impl Progress for CliProgress {
         if self.quiet {
             return;
         }
-        let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-6) / 1e6;
+        let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-6) / 1048576.0;
         match self.bar(a) {
             Some(b) => b.finish_with_message(format!("{a} verified")),
             None => eprintln!(
-                "verified {a}: {} in {elapsed:.1?} ({rate:.1} MB/s)",
+                "verified {a}: {} in {elapsed:.1?} ({rate:.1} MiB/s)",
                 human_bytes(bytes)
             ),
         }
