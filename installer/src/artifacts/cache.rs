@@ -467,6 +467,27 @@ impl PartialBlob {
         Ok(())
     }
 
+    /// Appends bytes whose hashing the caller does elsewhere (see
+    /// [`PartialBlob::take_hasher`]).
+    pub(crate) fn write_unhashed(&mut self, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all(data)
+            .map_err(io_err(format!("cannot write {}", self.path.display())))?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Lends out the running hash, to be fed on another thread and given
+    /// back with [`PartialBlob::restore_hasher`].
+    pub(crate) fn take_hasher(&mut self) -> Sha256 {
+        std::mem::take(&mut self.hasher)
+    }
+
+    /// Takes back the running hash lent out by [`PartialBlob::take_hasher`].
+    pub(crate) fn restore_hasher(&mut self, hasher: Sha256) {
+        self.hasher = hasher;
+    }
+
     /// Empties the file to start over from byte zero.
     pub(crate) fn reset(&mut self) -> Result<()> {
         let ctx = format!("cannot truncate {}", self.path.display());

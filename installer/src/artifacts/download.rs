@@ -389,38 +389,62 @@ impl Downloader {
             remaining.map(|r| r + offset),
             offset,
         );
-        let mut stream = resp.bytes_stream();
-        let mut received = 0u64;
-        loop {
-            match tokio::time::timeout(read_timeout, stream.next()).await {
-                Err(_) => {
-                    return Err(transient(format!(
-                        "the server stalled: no data for {read_timeout:?} after {} bytes",
-                        offset + received
-                    )));
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    return Err(transient(format!(
-                        "the connection was cut after {} bytes ({})",
-                        offset + received,
-                        error_chain(&e.without_url())
-                    )));
-                }
-                Ok(Some(Ok(chunk))) => {
-                    blob.write(&chunk).map_err(fatal)?;
-                    received += chunk.len() as u64;
-                    self.progress.advance(&art.artifact, chunk.len() as u64);
+        // Hash on a blocking thread while this task receives and writes, so
+        // hashing overlaps the network instead of adding to it.
+        let hasher = blob.take_hasher();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            while let Some(chunk) = rx.blocking_recv() {
+                sha2::Digest::update(&mut hasher, &chunk);
+            }
+            hasher
+        });
+        let streamed = async {
+            let tx = tx;
+            let mut stream = resp.bytes_stream();
+            let mut received = 0u64;
+            loop {
+                match tokio::time::timeout(read_timeout, stream.next()).await {
+                    Err(_) => {
+                        return Err(transient(format!(
+                            "the server stalled: no data for {read_timeout:?} after {} bytes",
+                            offset + received
+                        )));
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        return Err(transient(format!(
+                            "the connection was cut after {} bytes ({})",
+                            offset + received,
+                            error_chain(&e.without_url())
+                        )));
+                    }
+                    Ok(Some(Ok(chunk))) => {
+                        let len = chunk.len() as u64;
+                        blob.write_unhashed(&chunk).map_err(fatal)?;
+                        if tx.send(chunk).await.is_err() {
+                            return Err(hashing_failed("the hashing thread stopped"));
+                        }
+                        received += len;
+                        self.progress.advance(&art.artifact, len);
+                    }
                 }
             }
+            if remaining.is_some_and(|r| received < r) {
+                return Err(transient(format!(
+                    "the connection closed after {} bytes",
+                    offset + received
+                )));
+            }
+            Ok(())
         }
-        if remaining.is_some_and(|r| received < r) {
-            return Err(transient(format!(
-                "the connection closed after {} bytes",
-                offset + received
-            )));
-        }
-        Ok(())
+        .await;
+        let hasher = worker
+            .await
+            .map_err(|_| hashing_failed("the hashing thread failed"))?;
+        blob.restore_hasher(hasher);
+        streamed
     }
 
     /// Exponential backoff with jitter: base·2^(n-1), capped, times 0.5–1.5.
@@ -436,6 +460,13 @@ impl Downloader {
         let factor = 0.5 + (random % 1000) as f64 / 1000.0;
         capped.mul_f64(factor)
     }
+}
+
+fn hashing_failed(what: &str) -> Attempt {
+    Attempt::Fatal(ArtifactError::Io {
+        context: format!("{what} while downloading"),
+        source: std::io::Error::other("hash worker gone"),
+    })
 }
 
 /// Copies a mirror directory entry into the blob, hashing as it goes.

@@ -2,7 +2,10 @@
 //! loopback by edgeforge's downloader (sha256 while streaming, verified,
 //! synced and renamed into the cache) and by `curl -o` in the same run, from
 //! two servers: the harness's Rust server (sendfile) and Python's
-//! `http.server`. Prints MiB/s of each and the ratio edgeforge/curl.
+//! `http.server`. Prints MiB/s of each and the ratio edgeforge/curl. A third
+//! column runs `curl -o` followed by `sync --data` of its output, because
+//! edgeforge syncs a file before renaming it into the cache and plain curl
+//! does not.
 //!
 //! Run: `cargo run --release -p edgeforge-tests --bin artifacts_bench [-- SIZE_MIB ROUNDS]`
 
@@ -22,7 +25,7 @@ use sha2::{Digest, Sha256};
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let size_mib: usize = args.next().map_or(Ok(200), |a| a.parse())?;
-    let rounds: usize = args.next().map_or(Ok(3), |a| a.parse())?;
+    let rounds: usize = args.next().map_or(Ok(3), |a| a.parse::<usize>())?.max(1);
     let work = tempfile::Builder::new()
         .prefix("edgeforge-bench-")
         .tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()))?;
@@ -43,36 +46,36 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let downloader = Downloader::new(DownloaderOptions::default(), Arc::new(NoProgress))?;
     println!(
-        "{:<22} {:>14} {:>14} {:>8}",
-        "server", "edgeforge MiB/s", "curl MiB/s", "ratio"
+        "{:<20} {:>10} {:>10} {:>7} {:>12} {:>7}",
+        "server (MiB/s)", "edgeforge", "curl -o", "ratio", "curl+fsync", "ratio"
     );
     for (name, base) in [
         ("rust (sendfile)", rust.base_url()),
         ("python http.server", python.base_url.clone()),
     ] {
         let url = format!("{base}/k3s-airgap-images-amd64.tar.zst");
-        let mut ef = Vec::new();
-        let mut cu = Vec::new();
+        let (mut ef, mut cu, mut cs) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
-            // Alternate who goes first so page-cache effects are shared.
-            for turn in 0..2 {
-                if (round + turn) % 2 == 0 {
-                    ef.push(rt.block_on(edgeforge_pull(
+            // Rotate who goes first so page-cache and load effects are shared.
+            for turn in 0..3 {
+                match (round + turn) % 3 {
+                    0 => ef.push(rt.block_on(edgeforge_pull(
                         &downloader,
                         &url,
                         &sha256,
                         work.path(),
-                    ))?);
-                } else {
-                    cu.push(curl_pull(&url, work.path())?);
+                    ))?),
+                    1 => cu.push(curl_pull(&url, work.path(), false)?),
+                    _ => cs.push(curl_pull(&url, work.path(), true)?),
                 }
             }
         }
-        let (e, c) = (median(&mut ef), median(&mut cu));
-        let (e_rate, c_rate) = (bytes / e / 1048576.0, bytes / c / 1048576.0);
+        let rate = |v: &mut Vec<f64>| bytes / median(v) / 1048576.0;
+        let (e, c, s) = (rate(&mut ef), rate(&mut cu), rate(&mut cs));
         println!(
-            "{name:<22} {e_rate:>14.0} {c_rate:>14.0} {:>7.0}%",
-            100.0 * e_rate / c_rate
+            "{name:<20} {e:>10.0} {c:>10.0} {:>6.0}% {s:>12.0} {:>6.0}%",
+            100.0 * e / c,
+            100.0 * e / s
         );
     }
     Ok(())
@@ -99,8 +102,8 @@ async fn edgeforge_pull(
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// One `curl -o`; returns seconds.
-fn curl_pull(url: &str, work: &Path) -> anyhow::Result<f64> {
+/// One `curl -o` (then `sync --data` of the file when `fsync`); returns seconds.
+fn curl_pull(url: &str, work: &Path, fsync: bool) -> anyhow::Result<f64> {
     let out = work.join("curl.out");
     let started = Instant::now();
     let status = Command::new("curl")
@@ -108,8 +111,12 @@ fn curl_pull(url: &str, work: &Path) -> anyhow::Result<f64> {
         .arg(&out)
         .arg(url)
         .status()?;
-    let secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(status.success(), "curl failed: {status}");
+    if fsync {
+        let status = Command::new("sync").arg("--data").arg(&out).status()?;
+        anyhow::ensure!(status.success(), "sync failed: {status}");
+    }
+    let secs = started.elapsed().as_secs_f64();
     std::fs::remove_file(&out)?;
     Ok(secs)
 }
