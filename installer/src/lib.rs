@@ -7,6 +7,7 @@
 //! [`playbook`] → [`transport`] (SSH). I/O lives only in transport, exec,
 //! artifacts and virt; inventory, plan, playbook and render are pure.
 
+pub mod artifacts;
 pub mod cli;
 pub mod data;
 pub mod exec;

@@ -8,3 +8,4 @@ pub mod transport_checks;
 pub use blackhole::Blackhole;
 pub use sshd::{KeyKind, NodeSpec, SshdFleet, SshdNode};
 pub use sudo_user::SudoUser;
+pub mod http;
