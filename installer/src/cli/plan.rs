@@ -109,4 +109,3 @@ pub fn run(g: &GlobalOpts, args: PlanArgs) -> Outcome {
     }
     Outcome::Success
 }
-
