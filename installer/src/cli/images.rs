@@ -331,18 +331,19 @@ fn load_manifest(g: &GlobalOpts, explicit: Option<&Path>) -> anyhow::Result<Mani
     })
 }
 
-/// Reads an inventory for its versions.
-// The inventory module's loader (with full validation) replaces this once merged.
+/// Reads an inventory for its versions, with the same checks as `edgeforge check`.
 fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the inventory {}", path.display()))?;
-    serde_saphyr::from_str(&text).map_err(|e| {
-        let (line, col, message) = artifacts::manifest::yaml_error_parts(&e);
-        anyhow::Error::new(InventoryInvalid(format!(
-            "{}:{line}:{col}: {message}",
-            path.display()
-        )))
-    })
+    match crate::inventory::load(path) {
+        Ok(loaded) => Ok(loaded.inventory),
+        Err(crate::inventory::LoadError::Invalid(diags)) => {
+            let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            Err(anyhow::Error::new(InventoryInvalid(format!(
+                "the inventory is invalid:\n{}",
+                text.join("\n")
+            ))))
+        }
+        Err(e) => Err(anyhow::Error::new(InventoryInvalid(e.to_string()))),
+    }
 }
 
 /// An inventory that does not parse (exit 2).
