@@ -14,7 +14,7 @@ need_root() {
 # Packages from bookworm; qemu and libvirt from bookworm-backports (the
 # machine's qemu-utils is from backports, so stock qemu-system conflicts).
 BASE_PKGS=(openssh-server openssh-client debootstrap dosfstools mtools e2fsprogs
-    zstd iproute2 pkg-config curl graphviz)
+    zstd iproute2 pkg-config curl graphviz sudo)
 BACKPORTS_PKGS=(qemu-system-x86 libvirt-daemon-system libvirt-dev passt)
 
 missing() {
