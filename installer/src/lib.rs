@@ -7,8 +7,10 @@
 //! [`playbook`] → [`transport`] (SSH). I/O lives only in transport, exec,
 //! artifacts and virt; inventory, plan, playbook and render are pure.
 
+pub mod baseimage;
 pub mod cli;
 pub mod data;
 pub mod inventory;
 pub mod plan;
 pub mod transport;
+pub mod virt;
