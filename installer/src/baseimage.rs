@@ -28,8 +28,11 @@ pub const IMAGE_FILE: &str = "base.qcow2";
 pub const KERNEL_FILE: &str = "vmlinuz";
 /// File name of the initrd inside a cache entry.
 pub const INITRD_FILE: &str = "initrd.img";
-/// Kernel command line the image expects under direct kernel boot.
-pub const KERNEL_CMDLINE: &str = "root=/dev/vda rw console=ttyS0";
+/// Kernel command line the image expects under direct kernel boot. The
+/// blacklist keeps udev from loading drivers for emulated legacy devices
+/// (floppy, parallel port, VGA, nested KVM): under TCG each costs seconds,
+/// and probing the absent floppy costs cloud-init many more.
+pub const KERNEL_CMDLINE: &str = "root=/dev/vda rw console=ttyS0 modprobe.blacklist=floppy,parport_pc,ppdev,bochs,kvm,kvm_amd,kvm_intel,powernow_k8,pcspkr";
 
 const MANIFEST_FILE: &str = "image.json";
 

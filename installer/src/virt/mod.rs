@@ -12,6 +12,7 @@
 //! every call runs in `spawn_blocking`.
 
 mod accel;
+pub mod lab;
 mod seed;
 mod templates;
 
@@ -219,6 +220,8 @@ pub struct VmSpec {
     pub disk_gib: u64,
     /// sha256 of the base image.
     pub image_sha256: String,
+    /// sha256 of the seed's identity material (user, hostname, keys).
+    pub seed_sha256: String,
     /// Machine type (`pc`, `q35`).
     pub machine: String,
     /// The NIC.
@@ -412,7 +415,7 @@ impl Hypervisor {
         accel::detect(self, base, cache_dir).await
     }
 
-    /// Creates the VM's overlay disk and seed volume, defines the domain and
+    /// Creates the VM's seed volume and overlay disk, defines the domain and
     /// starts it.
     pub async fn create_vm(
         &self,
@@ -420,6 +423,28 @@ impl Hypervisor {
         spec: &VmSpec,
         base: &BaseVolumes,
         seed: &SeedSpec,
+        accel: Accel,
+    ) -> Result<()> {
+        check_name("VM", &spec.name)?;
+        self.upload_seed(pool, spec, seed).await?;
+        self.define_vm(pool, spec, base, accel).await
+    }
+
+    /// Renders the NoCloud seed of `spec` and uploads it as its seed volume.
+    pub async fn upload_seed(&self, pool: &PoolRef, spec: &VmSpec, seed: &SeedSpec) -> Result<()> {
+        let seed_file = seed::build(&self.templates, seed)?;
+        self.upload_volume(pool, &spec.seed_volume(), seed_file.path())
+            .await
+            .map(|_| ())
+    }
+
+    /// Creates the overlay disk (backed by the base image), defines the
+    /// domain and starts it; the seed volume must exist.
+    pub async fn define_vm(
+        &self,
+        pool: &PoolRef,
+        spec: &VmSpec,
+        base: &BaseVolumes,
         accel: Accel,
     ) -> Result<()> {
         check_name("VM", &spec.name)?;
@@ -431,9 +456,6 @@ impl Hypervisor {
                 base_bytes: base.image_virtual_size,
             });
         }
-        let seed_file = seed::build(&self.templates, seed)?;
-        self.upload_volume(pool, &spec.seed_volume(), seed_file.path())
-            .await?;
         let vol_xml = self.templates.render(
             "libvirt/volume.xml.tera",
             &serde_json::json!({
@@ -494,6 +516,17 @@ impl Hypervisor {
                 "console_log": console_log(&spec.name),
             }),
         )
+    }
+
+    /// Starts the defined, stopped domain `name`.
+    pub async fn start_vm(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.blocking(move |conn| {
+            conn.lookup_domain_by_name(&name)
+                .and_then(|d| d.create())
+                .map_err(lv(format!("starting domain {name}")))
+        })
+        .await
     }
 
     /// The status of domain `name`, or None when it is not defined.
@@ -878,6 +911,7 @@ mod tests {
             memory_mib: 1024,
             disk_gib: 4,
             image_sha256: "ab".into(),
+            seed_sha256: "cd".into(),
             machine: "pc".into(),
             network: NicSpec::User {
                 forward_address: "127.0.0.1".into(),
