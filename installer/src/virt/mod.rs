@@ -317,6 +317,9 @@ impl Hypervisor {
     pub async fn connect(uri: &str, data_dir: Option<&Path>) -> Result<Hypervisor> {
         let templates = Arc::new(templates::Templates::load(data_dir)?);
         let owned = uri.to_owned();
+        // libvirt prints every error to stderr by default, including the
+        // expected "not found" of a lookup; errors reach callers as values.
+        virt::error::clear_error_callback();
         let conn = tokio::task::spawn_blocking(move || Connect::open(Some(&owned)))
             .await
             .map_err(VirtError::Join)?
@@ -351,7 +354,7 @@ impl Hypervisor {
                     let pool = conn
                         .define_storage_pool_xml(&xml, 0)
                         .map_err(lv(format!("defining storage pool {name}")))?;
-                    pool.build(virt::sys::VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
+                    pool.build(0)
                         .map_err(lv(format!("building storage pool {name}")))?;
                     pool
                 }
