@@ -431,6 +431,10 @@ fn build_into(
             .args(["apt-get", "-q", "update"]),
         &log,
     )?;
+    // Packages downloaded by earlier builds are reused, and this build's
+    // downloads are kept for the next one.
+    let archives = rootfs.join("var/cache/apt/archives");
+    copy_debs(&debs, &archives);
     run(
         Command::new("chroot")
             .arg(&rootfs)
@@ -440,6 +444,7 @@ fn build_into(
         &log,
     )?;
     fs::remove_file(&policy).map_err(io_err("removing", &policy))?;
+    copy_debs(&archives, &debs);
 
     step(progress, "overlay and configure.sh (chroot)");
     for (path, data) in &recipe.files {
@@ -556,6 +561,20 @@ fn run(cmd: &mut Command, log: &Path) -> Result<(), BaseImageError> {
         log: log.to_owned(),
         tail,
     })
+}
+
+/// Copies the .deb files of `from` that `to` lacks, best effort.
+fn copy_debs(from: &Path, to: &Path) {
+    let Ok(entries) = fs::read_dir(from) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if path.extension().is_some_and(|e| e == "deb") && !to.join(&name).exists() {
+            let _ = fs::copy(&path, to.join(&name));
+        }
+    }
 }
 
 /// Appends `extra` (another tool's own log) to `log`, best effort.

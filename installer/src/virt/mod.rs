@@ -819,6 +819,12 @@ fn xml_text(xml: &str, tag: &str) -> Option<String> {
     )
 }
 
+/// Builds the NoCloud seed image of `seed` locally (the file
+/// [`Hypervisor::create_vm`] uploads), for tools that boot qemu themselves.
+pub fn seed_image(data_dir: Option<&Path>, seed: &SeedSpec) -> Result<tempfile::NamedTempFile> {
+    seed::build(&templates::Templates::load(data_dir)?, seed)
+}
+
 /// Where libvirt's virtlogd writes a VM's serial console on the hypervisor.
 pub fn console_log(name: &str) -> String {
     format!("/var/log/libvirt/qemu/{name}-console.log")
