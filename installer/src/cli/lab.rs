@@ -114,7 +114,12 @@ fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
 
 fn load_plan(args: &LabArgs) -> anyhow::Result<(LabPlan, PathBuf)> {
     let inv = load_inventory(&args.inventory)?;
-    let plan = LabPlan::from_inventory(&inv)?;
+    let plan = LabPlan::from_inventory(&inv).map_err(|e| match e {
+        LabError::Invalid(msg) => {
+            anyhow::Error::from(InvalidInput(format!("{}: {msg}", args.inventory.display())))
+        }
+        other => other.into(),
+    })?;
     let state = match &args.state_dir {
         Some(d) => d.clone(),
         None => dirs::state_dir()

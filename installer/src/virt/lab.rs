@@ -114,16 +114,16 @@ impl LabPlan {
                 .find(|h| h.name.as_str() == hypervisor)
                 .ok_or_else(|| {
                     LabError::Invalid(format!(
-                        "node {} (line {}) names hypervisor `{hypervisor}`, which is not in `hypervisors`",
-                        node.value, node.line
+                        "line {} column {}: node {} names hypervisor `{hypervisor}`, which is not in `hypervisors`; add it there or fix the name",
+                        node.line, node.col, node.value
                     ))
                 })?;
             let network = match &hv.network {
                 VmNetwork::User => {
                     let port = ssh_forward_port.ok_or_else(|| {
                         LabError::Invalid(format!(
-                            "node {} (line {}) is on hypervisor {} with user networking but has no `machine.sshForwardPort`",
-                            node.value, node.line, hv.name.value
+                            "line {} column {}: node {} is on hypervisor {} with user networking but has no `machine.sshForwardPort`; give it a free loopback port",
+                            node.line, node.col, node.value, hv.name.value
                         ))
                     })?;
                     NicSpec::User {

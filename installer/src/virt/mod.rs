@@ -350,19 +350,18 @@ impl Hypervisor {
         self.blocking(move |conn| {
             let pool = match conn.lookup_storage_pool_by_name(&name) {
                 Ok(p) => p,
-                Err(_) => {
-                    let pool = conn
-                        .define_storage_pool_xml(&xml, 0)
-                        .map_err(lv(format!("defining storage pool {name}")))?;
-                    pool.build(0)
-                        .map_err(lv(format!("building storage pool {name}")))?;
-                    pool
-                }
+                Err(_) => conn
+                    .define_storage_pool_xml(&xml, 0)
+                    .map_err(lv(format!("defining storage pool {name}")))?,
             };
             if !pool
                 .is_active()
                 .map_err(lv(format!("reading storage pool {name}")))?
             {
+                // For a dir pool, build without flags only creates the
+                // directory (and is harmless when it exists).
+                pool.build(0)
+                    .map_err(lv(format!("building storage pool {name}")))?;
                 pool.create(0)
                     .map_err(lv(format!("starting storage pool {name}")))?;
             }
