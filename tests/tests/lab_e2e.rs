@@ -64,7 +64,17 @@ fn lab_of_three_tcg_guests_up_ssh_idempotent_drift_down() {
     // A previous run killed halfway may have left the lab behind.
     let _ = edgeforge(&["lab", "down", "-i", &inv, "--state-dir", &st]);
 
-    let up = edgeforge(&["lab", "up", "-i", &inv, "--state-dir", &st]).expect("lab up");
+    let up = edgeforge(&[
+        "lab",
+        "up",
+        "-i",
+        &inv,
+        "--state-dir",
+        &st,
+        "--ssh-timeout",
+        "1800",
+    ])
+    .expect("lab up");
     let out = text(&up);
     println!("{out}");
     assert!(up.status.success(), "lab up failed:\n{out}");

@@ -648,7 +648,7 @@ impl Hypervisor {
                     });
                 }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -848,16 +848,29 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
 }
 
 /// Whether something at `addr` sends an SSH identification line.
+///
+/// The probe sends its own identification first: behind passt's port
+/// forwarding the server's line only arrives once the client has sent data.
+/// One connection at a time, and a patient read: a booting guest under TCG
+/// may take many seconds to fork sshd for a connection, and probes that give
+/// up early only pile more unfinished sshd children onto it.
 pub async fn ssh_banner(addr: &str) -> bool {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut s = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        s.write_all(b"SSH-2.0-edgeforge-probe\r\n").await.ok()?;
         let mut buf = [0u8; 8];
         s.read_exact(&mut buf).await.ok()?;
         Some(buf.starts_with(b"SSH-"))
     };
     matches!(
-        tokio::time::timeout(Duration::from_secs(3), attempt).await,
+        tokio::time::timeout(Duration::from_secs(90), attempt).await,
         Ok(Some(true))
     )
 }
