@@ -225,7 +225,7 @@ async fn lab_up(g: &GlobalOpts, args: &UpArgs) -> anyhow::Result<Outcome> {
             accel.reason,
             if accel.cached { " (cached probe)" } else { "" }
         ));
-        finish_specs(host, &base, &keys)?;
+        finish_specs(host, &base.sha256, &keys)?;
         let actions = lab::up(&hv, &pool, host, &base, &keys, accel.accel, args.recreate).await?;
         for (name, action) in &actions {
             say(&format!("{name}: {action}"));
@@ -289,16 +289,7 @@ async fn lab_status(g: &GlobalOpts, args: &LabArgs) -> anyhow::Result<Outcome> {
                     lab_identity(&plan, &args.inventory)?.as_deref(),
                     &plan,
                 )?;
-                let vols = crate::virt::BaseVolumes {
-                    sha256: image.sha256.clone(),
-                    image_volume: String::new(),
-                    image_path: String::new(),
-                    image_virtual_size: 0,
-                    kernel_path: String::new(),
-                    initrd_path: String::new(),
-                    uploaded: false,
-                };
-                finish_specs(&mut host, &vols, &keys)?;
+                finish_specs(&mut host, &image.sha256, &keys)?;
                 true
             }
             None => false,

@@ -303,11 +303,11 @@ impl std::fmt::Display for VmAction {
 /// the spec that come from outside the inventory).
 pub fn finish_specs(
     host: &mut HostPlan,
-    base: &BaseVolumes,
+    image_sha256: &str,
     keys: &LabKeys,
 ) -> Result<(), LabError> {
     for vm in &mut host.vms {
-        vm.spec.image_sha256.clone_from(&base.sha256);
+        vm.spec.image_sha256 = image_sha256.to_owned();
         let seed = keys.seed(vm, "")?;
         let material = format!(
             "{}\0{}\0{}\0{}",
@@ -368,8 +368,7 @@ async fn up_one(
                 Ok(VmAction::Started)
             }
         }
-        Some(s) if recreate => {
-            let _ = s;
+        Some(_) if recreate => {
             hv.remove_vm(&pool.name, &vm.spec.name).await?;
             create().await?;
             Ok(VmAction::Recreated)
