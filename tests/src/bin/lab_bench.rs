@@ -3,7 +3,9 @@
 //! physical floor: direct kernel boot, user-mode networking with hostfwd).
 //! Prints numbers; asserts nothing about them.
 //!
-//!     cargo run -p edgeforge-tests --bin lab_bench
+//!     cargo run -p edgeforge-tests --bin lab_bench [-- qemu|lab]
+//!
+//! With `qemu` or `lab` only that half runs (the other prints as skipped).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,8 +31,23 @@ async fn main() -> anyhow::Result<()> {
         image.size >> 20
     );
 
-    let qemu = qemu_alone(&image).await?;
-    let (lab_total, per_vm) = lab_up_three()?;
+    let only = std::env::args().nth(1).unwrap_or_default();
+    let qemu = if only != "lab" {
+        Some(qemu_alone(&image).await?)
+    } else {
+        None
+    };
+    let (lab_total, per_vm) = if only != "qemu" {
+        let (t, v) = lab_up_three()?;
+        (Some(t), v)
+    } else {
+        (None, Vec::new())
+    };
+    let secs = |d: Option<Duration>| {
+        d.map_or("skipped".to_owned(), |d| {
+            format!("{:.1} s", d.as_secs_f64())
+        })
+    };
 
     println!();
     println!(
@@ -42,14 +59,14 @@ async fn main() -> anyhow::Result<()> {
             .join(" ")
     );
     println!(
-        "  {:<62} {:>7.1} s",
+        "  {:<62} {:>9}",
         "qemu alone, 1 guest (direct kernel boot, -netdev user hostfwd)",
-        qemu.as_secs_f64()
+        secs(qemu)
     );
     println!(
-        "  {:<62} {:>7.1} s",
+        "  {:<62} {:>9}",
         "edgeforge lab up, 3 guests in parallel (libvirt, passt)",
-        lab_total.as_secs_f64()
+        secs(lab_total)
     );
     for (name, secs) in per_vm {
         println!("    {name:<60} {secs:>7.1} s from the start of the SSH wait");
