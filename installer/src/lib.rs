@@ -8,6 +8,7 @@
 //! artifacts and virt; inventory, plan, playbook and render are pure.
 
 pub mod artifacts;
+pub mod baseimage;
 pub mod cli;
 pub mod data;
 pub mod exec;
@@ -20,3 +21,4 @@ pub mod transport;
 
 #[cfg(test)]
 mod testutil;
+pub mod virt;

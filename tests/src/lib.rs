@@ -9,3 +9,4 @@ pub use blackhole::Blackhole;
 pub use sshd::{KeyKind, NodeSpec, SshdFleet, SshdNode};
 pub use sudo_user::SudoUser;
 pub mod http;
+pub mod lab;

@@ -34,6 +34,8 @@ pub enum ImagesCommand {
     Import(ImportArgs),
     /// Fetch a release's checksum file and record its hashes in the manifest.
     Pin(PinArgs),
+    /// Build the base VM image the lab boots (debootstrap; needs root).
+    BuildBase(crate::cli::lab::BuildBaseArgs),
 }
 
 /// Which artifacts a command is about.
@@ -137,6 +139,9 @@ pub fn run(g: &GlobalOpts, cmd: ImagesCommand) -> Outcome {
 impl ImagesCommand {
     /// Runs the command, printing errors; returns the exit outcome.
     pub fn run(self, g: &GlobalOpts) -> Outcome {
+        if let ImagesCommand::BuildBase(args) = &self {
+            return crate::cli::lab::run_build_base(g, args);
+        }
         match self.execute(g) {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -203,6 +208,7 @@ impl ImagesCommand {
                 Ok(Outcome::Success)
             }
             ImagesCommand::Pin(args) => rt.block_on(pin(g, &args)),
+            ImagesCommand::BuildBase(args) => Ok(crate::cli::lab::run_build_base(g, &args)),
         }
     }
 }
