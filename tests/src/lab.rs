@@ -105,27 +105,14 @@ pub fn lab_inventory(name: &str, nodes: &[LabNode]) -> String {
     );
     for (i, n) in nodes.iter().enumerate() {
         yaml.push_str(&format!(
-            "      - name: {}\n        role: {}\n        address: 127.0.0.1\n        machine: {{type: libvirt, hypervisor: local, {}: {}, vm: {{memoryMib: {}}}}}\n",
+            "      - name: {}\n        role: {}\n        address: 127.0.0.1\n        machine: {{type: libvirt, hypervisor: local, sshForwardPort: {}, vm: {{memoryMib: {}}}}}\n",
             n.name,
             if i == 0 { "server" } else { "agent" },
-            forward_port_key(),
             n.port,
             n.memory_mib
         ));
     }
     yaml
-}
-
-/// The inventory key of the forwarded SSH port. The inventory branch makes
-/// it `sshForwardPort` (`rename_all_fields`); this branch's model still
-/// reads `ssh_forward_port`. Lead: return the camelCase key after the merge.
-fn forward_port_key() -> &'static str {
-    let probe = "apiVersion: edgeforge/v1\nsites:\n  - name: s\n    nodes:\n      - name: n\n        role: server\n        address: 127.0.0.1\n        machine: {type: libvirt, hypervisor: h, sshForwardPort: 1}\n";
-    if serde_saphyr::from_str::<edgeforge::inventory::Inventory>(probe).is_ok() {
-        "sshForwardPort"
-    } else {
-        "ssh_forward_port"
-    }
 }
 
 /// Runs `command` in the guest behind 127.0.0.1:`port` as root with the

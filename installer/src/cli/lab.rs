@@ -103,13 +103,16 @@ pub fn run(g: &GlobalOpts, cmd: LabCommand) -> Outcome {
 #[error("{0}")]
 struct InvalidInput(String);
 
-/// Reads the inventory. The lead swaps this for `crate::inventory::load`
-/// (full validation with file:line:col) when that lands in this branch.
+/// Reads the inventory with the same checks as `edgeforge check`.
 fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InvalidInput(format!("cannot read the inventory {}: {e}", path.display())))?;
-    serde_saphyr::from_str::<Inventory>(&text)
-        .map_err(|e| InvalidInput(format!("{}: {e}", path.display())).into())
+    match crate::inventory::load(path) {
+        Ok(loaded) => Ok(loaded.inventory),
+        Err(crate::inventory::LoadError::Invalid(diags)) => {
+            let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            Err(InvalidInput(format!("the inventory is invalid:\n{}", text.join("\n"))).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn load_plan(args: &LabArgs) -> anyhow::Result<(LabPlan, PathBuf)> {

@@ -569,15 +569,11 @@ sites:
         address: 10.0.0.9
 "#;
 
-    /// Parses a test inventory. The model on this branch predates the
-    /// inventory branch's `rename_all_fields` (which makes the key
-    /// `sshForwardPort`); lead: drop the fallback once both are merged.
+    /// Parses a test inventory with the same checks as `edgeforge check`.
     fn parse(yaml: &str) -> Inventory {
-        serde_saphyr::from_str(yaml)
-            .or_else(|_| {
-                serde_saphyr::from_str(&yaml.replace("sshForwardPort", "ssh_forward_port"))
-            })
+        crate::inventory::load_str("lab-test.yaml", yaml)
             .expect("inventory")
+            .inventory
     }
 
     #[test]
@@ -598,14 +594,20 @@ sites:
 
     #[test]
     fn unknown_hypervisor_and_missing_port_are_invalid() {
-        let bad = LAB.replace("hypervisor: local, sshForwardPort: 2202", "hypervisor: far");
-        let inv = parse(&bad);
-        let err = LabPlan::from_inventory(&inv).expect_err("must fail");
-        assert!(err.to_string().contains("`far`"), "{err}");
-        let bad = LAB.replace(", sshForwardPort: 2201", "");
-        let inv = parse(&bad);
-        let err = LabPlan::from_inventory(&inv).expect_err("must fail");
-        assert!(err.to_string().contains("sshForwardPort"), "{err}");
+        // The loader refuses these before the lab sees them.
+        let messages = |yaml: &str| match crate::inventory::load_str("lab-test.yaml", yaml) {
+            Err(crate::inventory::LoadError::Invalid(d)) => d
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            other => panic!("must be invalid: {other:?}"),
+        };
+        let err =
+            messages(&LAB.replace("hypervisor: local, sshForwardPort: 2202", "hypervisor: far"));
+        assert!(err.contains("far"), "{err}");
+        let err = messages(&LAB.replace(", sshForwardPort: 2201", ""));
+        assert!(err.contains("sshForwardPort"), "{err}");
     }
 
     #[test]
