@@ -10,3 +10,5 @@ pub static PLAYBOOKS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../playbo
 pub static TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../templates");
 /// images/ as it was at build time.
 pub static IMAGES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../images");
+/// inventory/lab.yaml: the lab `edgeforge lab up` brings up without `-i`.
+pub static LAB_INVENTORY: &str = include_str!("../../inventory/lab.yaml");

@@ -26,8 +26,8 @@ pub enum LabCommand {
 /// Arguments every `lab` command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabArgs {
-    /// The inventory.
-    #[arg(short, long, value_name = "FILE")]
+    /// The inventory (default: the built-in three-VM lab, inventory/lab.yaml).
+    #[arg(short, long, value_name = "FILE", default_value = BUILTIN_LAB)]
     pub inventory: PathBuf,
     /// Directory for the lab's keys and known_hosts (default: XDG state dir's edgeforge/lab/<name>/).
     #[arg(long, value_name = "DIR")]
@@ -103,9 +103,18 @@ pub fn run(g: &GlobalOpts, cmd: LabCommand) -> Outcome {
 #[error("{0}")]
 struct InvalidInput(String);
 
+/// The name `-i` defaults to: the built-in lab inventory, unless a file of
+/// that name exists in the working directory (as in the source tree).
+const BUILTIN_LAB: &str = "inventory/lab.yaml";
+
 /// Reads the inventory with the same checks as `edgeforge check`.
 fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
-    match crate::inventory::load(path) {
+    let loaded = if path == Path::new(BUILTIN_LAB) && !path.exists() {
+        crate::inventory::load_str(BUILTIN_LAB, crate::data::LAB_INVENTORY)
+    } else {
+        crate::inventory::load(path)
+    };
+    match loaded {
         Ok(loaded) => Ok(loaded.inventory),
         Err(crate::inventory::LoadError::Invalid(diags)) => {
             let text: Vec<String> = diags.iter().map(ToString::to_string).collect();

@@ -416,3 +416,30 @@ handlers:
         assert_eq!(pick("{}"), vec!["a", "b"]);
     }
 }
+
+#[cfg(test)]
+mod builtin_playbooks {
+    use crate::render::{DataDir, Renderer};
+
+    /// Every playbook shipped in playbooks/ parses and its templates and
+    /// expressions compile, so a broken data file fails here, not on a host.
+    #[test]
+    fn every_builtin_playbook_parses_and_checks() {
+        let data = DataDir::new(None);
+        let renderer = Renderer::new(&data).expect("templates compile");
+        let mut seen = 0;
+        for file in crate::data::PLAYBOOKS.files() {
+            let path = file.path().display().to_string();
+            if !path.ends_with(".yaml") {
+                continue;
+            }
+            let text = file.contents_utf8().expect("utf-8");
+            let pb = super::Playbook::parse(&path, text).unwrap_or_else(|e| panic!("{e}"));
+            renderer
+                .check_playbook(&pb)
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            seen += 1;
+        }
+        assert!(seen >= 2, "expected os.yaml and virt.yaml, saw {seen}");
+    }
+}
