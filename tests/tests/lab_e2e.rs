@@ -106,6 +106,71 @@ fn lab_of_three_tcg_guests_up_ssh_idempotent_drift_down() {
         );
     }
 
+    // The os layer over SSH, with the lab's key and pinned host keys; then
+    // inside each guest, what it must have done; a second apply changes nothing.
+    let apply_inv = dir.path().join("lab-apply.yaml");
+    std::fs::write(
+        &apply_inv,
+        lab_inventory(LAB, &nodes).replace(
+            "ssh: {user: root}",
+            &format!(
+                "ssh: {{user: root, identityFile: {}, hostKey: {{knownHosts: {}}}}}",
+                state.join("id_ed25519").display(),
+                state.join("known_hosts").display()
+            ),
+        ),
+    )
+    .expect("apply inventory");
+    for round in ["first", "second"] {
+        let log = dir.path().join(format!("apply-{round}.jsonl"));
+        let apply = edgeforge(&[
+            "apply",
+            "-i",
+            &apply_inv.display().to_string(),
+            "--layer",
+            "os",
+            "--force",
+            "--state-dir",
+            &dir.path().join("apply-state").display().to_string(),
+            "--log-format",
+            "json",
+            "--log-file",
+            &log.display().to_string(),
+        ])
+        .expect("apply");
+        let out = text(&apply);
+        println!("{out}");
+        assert!(apply.status.success(), "apply ({round}) failed:\n{out}");
+        let events = std::fs::read_to_string(&log).expect("event log");
+        let steps: Vec<serde_json::Value> = events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "step_finished")
+            .collect();
+        assert!(steps.len() >= 3 * 10, "too few steps ran:\n{events}");
+        let changed: Vec<&serde_json::Value> =
+            steps.iter().filter(|e| e["status"] == "changed").collect();
+        if round == "second" {
+            assert!(changed.is_empty(), "second apply changed: {changed:?}");
+        }
+    }
+    for n in &nodes {
+        let check = |cmd: &str| ssh(&state, n.port, cmd).expect("ssh");
+        assert_eq!(check("sysctl -n net.ipv4.ip_forward"), "1", "{}", n.name);
+        assert_eq!(
+            check("sysctl -n net.bridge.bridge-nf-call-iptables"),
+            "1",
+            "{}",
+            n.name
+        );
+        assert!(check("cat /proc/modules").contains("br_netfilter"), "{}", n.name);
+        assert_eq!(check("tail -n +2 /proc/swaps"), "", "{}", n.name);
+        let hosts = check("cat /etc/hosts");
+        for other in &nodes {
+            assert!(hosts.contains(&other.name), "{}: /etc/hosts\n{hosts}", n.name);
+        }
+    }
+
     // Again: nothing changes.
     let again = edgeforge(&["lab", "up", "-i", &inv, "--state-dir", &st]).expect("lab up");
     let out = text(&again);
