@@ -163,11 +163,19 @@ fn lab_of_three_tcg_guests_up_ssh_idempotent_drift_down() {
             "{}",
             n.name
         );
-        assert!(check("cat /proc/modules").contains("br_netfilter"), "{}", n.name);
+        assert!(
+            check("cat /proc/modules").contains("br_netfilter"),
+            "{}",
+            n.name
+        );
         assert_eq!(check("tail -n +2 /proc/swaps"), "", "{}", n.name);
         let hosts = check("cat /etc/hosts");
         for other in &nodes {
-            assert!(hosts.contains(&other.name), "{}: /etc/hosts\n{hosts}", n.name);
+            assert!(
+                hosts.contains(&other.name),
+                "{}: /etc/hosts\n{hosts}",
+                n.name
+            );
         }
     }
 

@@ -41,6 +41,7 @@ pub const KIND_NAMES: &[&str] = &[
     "hostname",
     "wait_for",
     "reboot",
+    "artifact",
 ];
 
 /// A step kind with its parameters.
@@ -75,6 +76,9 @@ pub enum StepKind {
     WaitFor(WaitParams),
     /// Reboot and wait until the host is back.
     Reboot(RebootParams),
+    /// Place a verified artifact from the controller's cache (k3s binary,
+    /// air-gap images), skipped when the host already has the same sha256.
+    Artifact(ArtifactParams),
 }
 
 /// Reads the parameters of the step kind `name` from the next map value.
@@ -97,6 +101,7 @@ pub(crate) fn kind_from_map<'de, A: MapAccess<'de>>(
         "hostname" => StepKind::Hostname(map.next_value()?),
         "wait_for" => StepKind::WaitFor(map.next_value()?),
         "reboot" => StepKind::Reboot(map.next_value()?),
+        "artifact" => StepKind::Artifact(map.next_value()?),
         other => {
             return Err(de::Error::custom(format!(
                 "unknown step kind `{other}`; the kinds are: {}",
@@ -376,6 +381,27 @@ pub struct WaitParams {
 }
 
 /// Parameters of `reboot`.
+/// Parameters of `artifact`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactParams {
+    /// Manifest name, e.g. `k3s`.
+    pub name: String,
+    /// Release, e.g. `{{ versions.k3s }}`.
+    pub version: String,
+    /// `amd64` or `arm64` (default: from the host's facts).
+    #[serde(default)]
+    pub arch: Option<String>,
+    /// Destination path on the host.
+    pub dest: String,
+    /// Permission bits (default 0644).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// `user:group`.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RebootParams {
@@ -490,6 +516,7 @@ impl StepKind {
             StepKind::Script(_) => "script",
             StepKind::Template(_) => "template",
             StepKind::Copy(_) => "copy",
+            StepKind::Artifact(_) => "artifact",
             StepKind::File(_) => "file",
             StepKind::Lineinfile(_) => "lineinfile",
             StepKind::Package(_) => "package",
@@ -550,6 +577,7 @@ impl StepKind {
                     ));
                 }
             }),
+            StepKind::Artifact(p) => Some(cached_artifact(p, env.facts)?),
             _ => None,
         };
         Ok(Prepared { kind, content })
@@ -575,6 +603,7 @@ impl Prepared {
         match &self.kind {
             StepKind::Template(p) => self.place(env, &p.dest, p.mode, p.owner.as_deref()).await,
             StepKind::Copy(p) => self.place(env, &p.dest, p.mode, p.owner.as_deref()).await,
+            StepKind::Artifact(p) => self.place(env, &p.dest, p.mode, p.owner.as_deref()).await,
             StepKind::Reboot(p) => reboot(env, Duration::from_secs(p.timeout)).await,
             kind => {
                 let body = shell_body(kind, env.facts)?;
@@ -697,6 +726,55 @@ impl Prepared {
 }
 
 /// Reads a `src` for copy/script: relative → data directory, absolute → controller file.
+/// The cached, verified file of an `artifact` step (the cache is
+/// `$EDGEFORGE_CACHE`, else the XDG cache directory, as for `images pull`).
+fn cached_artifact(p: &ArtifactParams, facts: &Facts) -> Result<Content, StepError> {
+    use crate::artifacts::cache::ArtifactCache;
+    let dir = std::env::var_os("EDGEFORGE_CACHE")
+        .map(PathBuf::from)
+        .or_else(ArtifactCache::default_dir)
+        .ok_or_else(|| {
+            StepError::Invalid("no artifact cache directory: set EDGEFORGE_CACHE".into())
+        })?;
+    cached_artifact_in(&dir, p, facts)
+}
+
+/// [`cached_artifact`] from the cache at `dir`.
+pub(crate) fn cached_artifact_in(
+    dir: &std::path::Path,
+    p: &ArtifactParams,
+    facts: &Facts,
+) -> Result<Content, StepError> {
+    use crate::artifacts::{Arch, ArtifactRef, cache::ArtifactCache};
+    let arch_name = p.arch.clone().unwrap_or_else(|| match facts.arch.as_str() {
+        "x86_64" => "amd64".to_string(),
+        "aarch64" => "arm64".to_string(),
+        other => other.to_string(),
+    });
+    let arch = Arch::ALL
+        .into_iter()
+        .find(|a| a.as_str() == arch_name)
+        .ok_or_else(|| {
+            StepError::Invalid(format!(
+                "artifact {}: no artifacts for architecture `{arch_name}` (amd64 or arm64)",
+                p.name
+            ))
+        })?;
+    let cache = ArtifactCache::open(dir).map_err(|e| StepError::Invalid(e.to_string()))?;
+    let wanted = ArtifactRef {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        arch,
+    };
+    let cached = cache
+        .require(&wanted)
+        .map_err(|e| StepError::Invalid(e.to_string()))?;
+    Ok(Content::File {
+        path: cached.path,
+        sha256: cached.sha256,
+    })
+}
+
 fn local_content(data: &DataDir, src: &str) -> Result<Content, StepError> {
     let path = if src.starts_with('/') {
         Some(PathBuf::from(src))
@@ -884,7 +962,7 @@ fn shell_body(kind: &StepKind, facts: &Facts) -> Result<String, StepError> {
             )
         }
         StepKind::WaitFor(p) => wait_body(p)?,
-        StepKind::Template(_) | StepKind::Copy(_) | StepKind::Reboot(_) => {
+        StepKind::Template(_) | StepKind::Copy(_) | StepKind::Artifact(_) | StepKind::Reboot(_) => {
             return Err(StepError::Invalid(format!(
                 "{} is not a shell step",
                 kind.key()

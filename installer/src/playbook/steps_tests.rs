@@ -512,3 +512,60 @@ async fn user_with_groups_shell_and_key() {
         "adm\nedge\nvideo\n"
     );
 }
+
+#[tokio::test]
+async fn artifact_places_the_cached_file_once() {
+    use crate::artifacts::{Arch, ArtifactRef, cache::ArtifactCache};
+    let rig = Rig::new();
+    let cache_dir = rig.dir.path().join("cache");
+    let cache = ArtifactCache::open(&cache_dir).unwrap();
+    let src = rig.dir.path().join("k3s-standin");
+    std::fs::write(&src, b"#!/bin/sh\necho stand-in k3s\n").unwrap();
+    let wanted = ArtifactRef::new("k3s", "v1.34.2+k3s1", Arch::Amd64);
+    cache.insert_file(&wanted, "k3s", &src).unwrap();
+    let params = ArtifactParams {
+        name: "k3s".into(),
+        version: "v1.34.2+k3s1".into(),
+        arch: None,
+        dest: format!("{}/k3s", rig.root()),
+        mode: Some(Mode(0o755)),
+        owner: None,
+    };
+    let facts = Facts {
+        arch: "x86_64".into(),
+        ..Facts::default()
+    };
+    let ctx = json!({});
+    let env = StepEnv {
+        transport: &rig.transport,
+        renderer: &rig.renderer,
+        data: &rig.data,
+        facts: &facts,
+        ctx: &ctx,
+        check: false,
+        diff: false,
+        privileged: false,
+        origin: "t.yaml step 'k3s binary'".into(),
+    };
+    let prepared = Prepared {
+        content: Some(cached_artifact_in(&cache_dir, &params, &facts).unwrap()),
+        kind: StepKind::Artifact(params.clone()),
+    };
+    assert!(prepared.apply(&env).await.unwrap().changed);
+    assert_eq!(read(&rig.path("k3s")), "#!/bin/sh\necho stand-in k3s\n");
+    assert!(!prepared.apply(&env).await.unwrap().changed);
+
+    // Not in the cache: the error names the artifact and how to fetch it.
+    let missing = ArtifactParams {
+        version: "v9.9.9+k3s1".into(),
+        ..params
+    };
+    let err = cached_artifact_in(&cache_dir, &missing, &facts)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("v9.9.9+k3s1") && err.contains("images pull"),
+        "{err}"
+    );
+}
