@@ -150,6 +150,8 @@ fn sudo_password_and_k3s_token_appear_in_no_output() {
     assert_eq!(forced.code, 0, "{}", forced.dump());
     assert_eq!(forced.count("changed"), 0, "{}", forced.dump());
     assert_eq!(leaky_run.code, 1, "{}", leaky_run.dump());
+    // Header, one row per host (the failing command's output on its row), total.
+    assert_eq!(leaky_run.stdout.lines().count(), 4, "{}", leaky_run.stdout);
     for (i, n) in fleet.nodes().iter().enumerate() {
         let r = n.root();
         // The privileged step ran as root through sudo, the other as the user.

@@ -35,11 +35,14 @@ fn main() -> Result<()> {
         "{:<26} {:>10} {:>10} {:>10} {:>14}",
         "run", "min", "median", "max", "per step"
     );
+    let mut breakdown = Vec::new();
     let mut rows: Vec<(&str, Vec<Duration>)> = vec![
         ("cold (all change)", Vec::new()),
         ("warm, journal skip", Vec::new()),
         ("warm, --force (re-check)", Vec::new()),
     ];
+    let mut setups: [Vec<f64>; 3] = Default::default();
+    let mut step_times: [Vec<f64>; 3] = Default::default();
     for round in 0..rounds {
         // A fresh state directory and empty node roots for each round.
         let sc = Scenario::new(
@@ -70,9 +73,11 @@ fn main() -> Result<()> {
                 );
             }
             rows[k].1.push(wall);
+            setups[k].extend(host_setup(&run));
+            step_times[k].extend(run.steps(None).filter_map(|e| e["duration_s"].as_f64()));
         }
     }
-    for (name, mut walls) in rows {
+    for (k, (name, mut walls)) in rows.into_iter().enumerate() {
         walls.sort();
         let median = walls[walls.len() / 2];
         let per_step = median / u32::try_from(nodes * FLEET_STEPS)?;
@@ -83,7 +88,47 @@ fn main() -> Result<()> {
             walls[walls.len() - 1],
             per_step
         );
+        breakdown.push(format!(
+            "{name:<26} connect+facts per host: median {:.3}s; step time per step (on its host): median {:.2}ms, total {:.1}s",
+            median_of(&mut setups[k]),
+            median_of(&mut step_times[k]) * 1e3,
+            step_times[k].iter().sum::<f64>() / rounds as f64,
+        ));
+    }
+    for line in breakdown {
+        println!("{line}");
     }
     println!("per step = median wall / (nodes x steps); hosts run in parallel (--parallel 50)");
     Ok(())
+}
+
+/// Per host: seconds from `host_started` to its first `step_started` (connect, auth, facts).
+fn host_setup(run: &edgeforge_tests::apply::Run) -> Vec<f64> {
+    let ts = |e: &serde_json::Value| {
+        e["ts"].as_str().and_then(|t| {
+            // `…THH:MM:SS.mmmZ`: seconds of the day are enough within one run.
+            let (_, time) = t.split_once('T')?;
+            let mut f = time.trim_end_matches('Z').split(':');
+            let h: f64 = f.next()?.parse().ok()?;
+            let m: f64 = f.next()?.parse().ok()?;
+            let s: f64 = f.next()?.parse().ok()?;
+            Some(h * 3600.0 + m * 60.0 + s)
+        })
+    };
+    let mut out = Vec::new();
+    for started in run.events.iter().filter(|e| e["event"] == "host_started") {
+        let first = run
+            .events
+            .iter()
+            .find(|e| e["event"] == "step_started" && e["host"] == started["host"]);
+        if let (Some(a), Some(b)) = (ts(started), first.and_then(ts)) {
+            out.push(b - a);
+        }
+    }
+    out
+}
+
+fn median_of(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
