@@ -258,3 +258,64 @@ fn check_mode_changes_nothing_on_disk() {
     assert_eq!(real.code, 0, "{}", real.dump());
     assert_eq!(real.count("changed"), 4, "{}", real.dump());
 }
+
+#[test]
+fn a_killed_apply_leaves_a_lock_the_next_run_notes_and_resumes_from() {
+    let fleet = SshdFleet::start(1).unwrap();
+    let sc = Scenario::new(&fleet, &InventoryOpts::default());
+    let pb = slow_playbook(&sc, 1);
+    let mut child = sc.spawn(&pb, "killed.jsonl", &[]);
+    wait_for_file(&fleet.node(0).root().join("started"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let run = sc.apply(&pb, "after.jsonl", &[]);
+    assert_eq!(run.code, 0, "{}", run.dump());
+    assert!(
+        run.stderr.contains("without releasing the lock"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.status("node0", "first"), "skipped", "{}", run.dump());
+    // The killed run never journalled `slow`: it runs again (its `creates` decides).
+    assert!(
+        ["ok", "changed"].contains(&run.status("node0", "slow").as_str()),
+        "{}",
+        run.dump()
+    );
+    assert_eq!(run.status("node0", "last"), "changed");
+}
+
+#[test]
+fn a_wrong_client_key_fails_that_host_and_a_bad_playbook_is_invalid_input() {
+    let fleet = SshdFleet::start(2).unwrap();
+    let stranger = fleet.dir().join("stranger_ed25519");
+    keygen(&stranger, KeyKind::Ed25519, None).unwrap();
+    let sc = Scenario::new(
+        &fleet,
+        &InventoryOpts {
+            node_ssh_extra: vec![(1, format!("identityFile: {}", stranger.display()))],
+            ..Default::default()
+        },
+    );
+    let pb = slow_playbook(&sc, 0);
+    let run = sc.apply(&pb, "key.jsonl", &[]);
+    assert_eq!(run.code, 1, "{}", run.dump());
+    let err = run.host("node1").unwrap()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.to_lowercase().contains("auth"), "{err}");
+    assert_eq!(run.host("node0").unwrap()["failed"], 0);
+
+    // Invalid input: exit 2 with file:line, before any host is touched.
+    let bad = sc.playbook(
+        "bad",
+        &format!("  - name: fine\n    command: {{ cmd: \"touch {R}/touched\" }}\n  - name: typo\n    comand: {{ cmd: true }}\n"),
+    );
+    let run = sc.apply(&bad, "bad.jsonl", &[]);
+    assert_eq!(run.code, 2, "{}", run.dump());
+    assert!(run.stderr.contains("bad.yaml:"), "{}", run.stderr);
+    assert!(run.stderr.contains("comand"), "{}", run.stderr);
+    assert!(!fleet.node(0).root().join("touched").exists());
+}
