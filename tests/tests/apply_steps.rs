@@ -235,3 +235,84 @@ fn twenty_nodes_twenty_steps_reapplied_change_nothing() {
         );
     }
 }
+
+/// Handlers run once when a notifying step changed, `register` feeds a
+/// later `when`, and `--tags` picks steps — over SSH, across re-applies.
+#[test]
+fn handlers_register_when_and_tags_over_ssh() {
+    let fleet = SshdFleet::start(1).unwrap();
+    let sc = Scenario::new(&fleet, &InventoryOpts::default());
+    sc.template("svc.j2", "version = 1\n");
+    let pb = sc.playbook(
+        "flow",
+        &format!(
+            r#"  - name: config
+    template: {{ src: svc.j2, dest: "{R}/svc.conf" }}
+    notify: [restart]
+  - name: also notifies
+    copy: {{ content: "x\n", dest: "{R}/other" }}
+    notify: [restart]
+  - name: probe
+    command: {{ cmd: "echo blue" }}
+    register: colour
+  - name: only when blue
+    copy: {{ content: "{{{{ vars.colour.stdout | trim }}}}\n", dest: "{R}/colour" }}
+    when: vars.colour.stdout is starting_with("blue")
+  - name: never
+    copy: {{ content: "no\n", dest: "{R}/never" }}
+    when: vars.colour.stdout is starting_with("red")
+  - name: tagged
+    command: {{ cmd: "echo tagged >> {R}/tagged" }}
+    tags: [extra]
+handlers:
+  - name: restart
+    command: {{ cmd: "echo restarted >> {R}/restarts" }}
+"#
+        ),
+    );
+    let root = fleet.node(0).root();
+    let first = sc.apply(&pb, "first.jsonl", &["--skip-tags", "extra"]);
+    assert_eq!(first.code, 0, "{}", first.dump());
+    assert_eq!(
+        fs::read_to_string(root.join("restarts")).unwrap(),
+        "restarted\n"
+    );
+    assert_eq!(fs::read_to_string(root.join("colour")).unwrap(), "blue\n");
+    assert!(!root.join("never").exists() && !root.join("tagged").exists());
+    assert_eq!(first.status("node0", "never"), "skipped");
+
+    // Nothing changed: the handler is not run again, even with --force.
+    let forced = sc.apply(&pb, "forced.jsonl", &["--force", "--skip-tags", "extra"]);
+    assert_eq!(forced.code, 0, "{}", forced.dump());
+    assert_eq!(
+        fs::read_to_string(root.join("restarts")).unwrap(),
+        "restarted\n"
+    );
+
+    // A new template: the step's inputs changed, so the journal does not skip it.
+    sc.template("svc.j2", "version = 2\n");
+    let third = sc.apply(&pb, "third.jsonl", &["--tags", "extra"]);
+    assert_eq!(third.code, 0, "{}", third.dump());
+    assert_eq!(
+        third.status("node0", "config"),
+        "skipped",
+        "--tags leaves it out"
+    );
+    assert_eq!(fs::read_to_string(root.join("tagged")).unwrap(), "tagged\n");
+    let fourth = sc.apply(&pb, "fourth.jsonl", &["--skip-tags", "extra"]);
+    assert_eq!(fourth.code, 0, "{}", fourth.dump());
+    assert_eq!(
+        fourth.status("node0", "config"),
+        "changed",
+        "{}",
+        fourth.dump()
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("svc.conf")).unwrap(),
+        "version = 2\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("restarts")).unwrap(),
+        "restarted\nrestarted\n"
+    );
+}
