@@ -1,5 +1,6 @@
 //! Test harness: real peers (sshd fleet, artifact HTTP server, libvirt lab) started on loopback.
 
+pub mod apply;
 pub mod blackhole;
 pub mod sshd;
 pub mod sudo_user;

@@ -208,7 +208,15 @@ impl RunSummary {
         for h in &self.hosts {
             let result = match &h.outcome {
                 HostOutcome::Done => "ok".to_string(),
-                HostOutcome::Failed(e) => format!("FAILED: {e}"),
+                // One row per host, even when the error carries a command's multi-line output.
+                HostOutcome::Failed(e) => format!(
+                    "FAILED: {}",
+                    e.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                ),
                 HostOutcome::Interrupted => "interrupted".to_string(),
                 HostOutcome::NotStarted(why) => format!("not started: {why}"),
             };

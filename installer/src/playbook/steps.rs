@@ -1218,7 +1218,8 @@ fn user_body(p: &UserParams) -> Result<String, StepError> {
     s.push_str(&format!(
         "if ! id -u \"$u\" >/dev/null 2>&1; then ef_do {add} \"$u\"; fi\n"
     ));
-    s.push_str("if id -u \"$u\" >/dev/null 2>&1; then\n");
+    // `:` keeps the block valid when the user has no shell, groups or key to set.
+    s.push_str("if id -u \"$u\" >/dev/null 2>&1; then\n  :\n");
     if let Some(sh) = &p.shell {
         s.push_str(&format!(
             "  [ \"$(getent passwd \"$u\" | cut -d: -f7)\" = {sh} ] || ef_do usermod -s {sh} \"$u\"\n",

@@ -569,3 +569,24 @@ async fn artifact_places_the_cached_file_once() {
         "{err}"
     );
 }
+
+#[test]
+fn a_user_with_nothing_but_a_name_is_valid_shell() {
+    let p = UserParams {
+        name: "svc".into(),
+        groups: Vec::new(),
+        shell: None,
+        system: false,
+        authorized_key: None,
+    };
+    let body = user_body(&p).unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-n", "-c", &body])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{body}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
