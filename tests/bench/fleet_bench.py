@@ -821,7 +821,8 @@ class Edgeforge:
                 if cand.exists():
                     binary = cand
                     break
-        self.binary = binary
+        # the tool runs with another working directory, so a relative --edgeforge must be resolved here
+        self.binary = binary.resolve() if binary is not None else None
         self._help = ""
         # "playbook": apply --playbook FILE. "layer": no --playbook yet, so the workload
         # is the `os` layer of the --data-dir (same engine, same playbook, other file name).
