@@ -1,6 +1,8 @@
 //! Placing and reading files, shared by the SSH and local transports.
 //!
-//! A put is at most three framed commands: one that reports the current
+//! Small in-memory content (rendered templates) is placed with one framed
+//! command that compares and, when needed, writes. Anything else is at most
+//! three framed commands: one that reports the current
 //! sha256, mode and owner (the only one when nothing changed), the content
 //! written to a temporary name in the destination directory (through the shell
 //! for small in-memory content, through the transport's bulk upload for files
@@ -19,6 +21,9 @@ use super::{ExecOutput, PutOutcome, PutRequest, PutSource, TransportError};
 /// Content up to this size travels inside the framed command (base64 on the
 /// shell's stdin) instead of through a bulk upload.
 const INLINE_LIMIT: usize = 256 * 1024;
+/// In-memory content up to this size is compared and written in one framed
+/// command (see [`put_one_trip`]).
+const ONE_TRIP_LIMIT: usize = 64 * 1024;
 
 /// What a transport provides so that [`put`] and [`get`] can work on it.
 pub(crate) trait FileBackend: Sync {
@@ -62,6 +67,11 @@ pub(crate) async fn put<B: FileBackend>(
             )));
         }
     };
+    if let PutSource::Bytes(bytes) = req.source {
+        if bytes.len() <= ONE_TRIP_LIMIT {
+            return put_one_trip(b, &req, bytes, &sha, dir, base).await;
+        }
+    }
     let dest = shell_quote(req.path);
     let check = format!(
         "[ -d {} ] || {{ echo nodir; exit 0; }}; f={dest}; if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then \
@@ -119,6 +129,73 @@ pub(crate) async fn put<B: FileBackend>(
     ));
     checked(b, &finalize, None, req.privileged, "placing", req.path).await?;
     Ok(PutOutcome::Written)
+}
+
+/// Places small in-memory content with a single framed command: the script
+/// compares sha256, mode and owner on the host and only writes (temporary
+/// name, chmod/chown, rename) when they differ. The content rides along on
+/// stdin either way, which costs less than a second round trip.
+async fn put_one_trip<B: FileBackend>(
+    b: &B,
+    req: &PutRequest<'_>,
+    bytes: &[u8],
+    sha: &str,
+    dir: &str,
+    base: &str,
+) -> Result<PutOutcome, TransportError> {
+    let tmp_prefix = format!("{}/.{base}.ef-tmp-", dir.trim_end_matches('/'));
+    let tmp = format!("{tmp_prefix}{}", random_hex(8));
+    let mode = format!("{:o}", req.mode & 0o7777);
+    let (owner_same, chown) = match req.owner {
+        Some(o) => {
+            // `user:group` must equal the names or the ids; `user` alone the user part.
+            let pattern = if o.contains(':') {
+                format!("*\" \"{}\" \"*", shell_quote(o))
+            } else {
+                format!("*\" \"{}:*", shell_quote(o))
+            };
+            (
+                format!(
+                    " && case \" $(stat -c '%U:%G %u:%g' \"$f\") \" in {pattern}) ;; *) false;; esac"
+                ),
+                format!(" && chown {} \"$t\"", shell_quote(o)),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
+    let script = format!(
+        "d={d}; f={f}; t={t}\n\
+         [ -d \"$d\" ] || {{ cat >/dev/null; echo nodir; exit 0; }}\n\
+         if [ -f \"$f\" ] && [ ! -L \"$f\" ] && command -v sha256sum >/dev/null 2>&1 \
+         && [ \"$(sha256sum < \"$f\" | cut -c1-64)\" = {sha} ] && [ \"$(stat -c %a \"$f\")\" = {mode} ]{owner_same}; \
+         then cat >/dev/null; echo unchanged; exit 0; fi\n\
+         (umask 077; cat > \"$t\") && chmod {mode} \"$t\"{chown} && mv -f \"$t\" \"$f\" \
+         || {{ rc=$?; rm -f \"$t\"; exit $rc; }}\n\
+         for x in {prefix}*; do [ -e \"$x\" ] && rm -f \"$x\"; done; echo written\n",
+        d = shell_quote(dir),
+        f = shell_quote(req.path),
+        t = shell_quote(&tmp),
+        sha = shell_quote(sha),
+        prefix = shell_quote(&tmp_prefix),
+    );
+    // An empty stdin would be /dev/null, which `cat` reads as empty content too.
+    let out = checked(b, &script, Some(bytes), req.privileged, "placing", req.path).await?;
+    match String::from_utf8_lossy(&out.stdout).lines().last() {
+        Some("unchanged") => Ok(PutOutcome::Unchanged),
+        Some("written") => Ok(PutOutcome::Written),
+        Some("nodir") => Err(TransportError::Other(format!(
+            "cannot place {} on {}: directory {dir} does not exist; create it first (a `dir` step)",
+            req.path,
+            b.label()
+        ))),
+        _ => Err(command_error(
+            b,
+            "placing",
+            req.path,
+            out.status,
+            &out.stderr,
+        )),
+    }
 }
 
 /// Reads a file; `None` when it does not exist.
