@@ -106,6 +106,9 @@ def parse_args() -> argparse.Namespace:
                    help="instead of measuring: run each tool once, check all left identical node roots")
     p.add_argument("--edgeforge", type=Path, default=None,
                    help="edgeforge binary (default target/release/edgeforge, else target/debug/edgeforge)")
+    p.add_argument("--no-force", action="store_true",
+                   help="run edgeforge without --force, so a warm run skips the steps its journal "
+                        "records as applied (not comparable with the peers; use with --no-save)")
     p.add_argument("--port", type=int, default=22022, help="sshd port on every 127.0.0.x (default 22022)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/edgeforge-bench"),
                    help="scratch directory for keys, configs, node roots, logs (default /tmp/edgeforge-bench)")
@@ -721,7 +724,7 @@ class RunContext:
 
 
 def make_tool(name: str, args):
-    return {"edgeforge": lambda: Edgeforge(args.edgeforge), "ansible": Ansible, "pyinfra": Pyinfra}[name]()
+    return {"edgeforge": lambda: Edgeforge(args.edgeforge, force=not args.no_force), "ansible": Ansible, "pyinfra": Pyinfra}[name]()
 
 
 def _version(argv: list[str], pattern: str) -> str:
@@ -815,7 +818,8 @@ class Edgeforge:
     """edgeforge apply -i <inventory> --playbook <file> --parallel N --force."""
     name = "edgeforge"
 
-    def __init__(self, binary: Path | None):
+    def __init__(self, binary: Path | None, force: bool = True):
+        self.force = force
         if binary is None:
             for cand in (REPO / "target/release/edgeforge", REPO / "target/debug/edgeforge"):
                 if cand.exists():
@@ -874,7 +878,7 @@ class Edgeforge:
         argv += ["--parallel", str(ctx.n)]
         if "--state-dir" in self._help:
             argv += ["--state-dir", str(d / "state")]
-        if "--force" in self._help:
+        if self.force and "--force" in self._help:
             # Check every node's real state, as the peers do, rather than trust the journal.
             argv.append("--force")
         return argv, _env(XDG_STATE_HOME=d / "xdg-state", NO_COLOR=1), ctx.workload

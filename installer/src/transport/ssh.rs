@@ -20,7 +20,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{Channel, ChannelMsg, Sig};
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
 use super::frame::{
@@ -357,9 +357,24 @@ impl SshTransport {
                             context: format!("cannot read {}", path.display()),
                             source,
                         })?;
-                tokio::io::copy(&mut local, &mut file)
-                    .await
-                    .map_err(io_err)?;
+                // Not tokio::io::copy: it flushes at the end, and an SFTP flush
+                // is an fsync@openssh.com round trip that syncs the file to disk
+                // (the shell path does not sync either). Large reads also mean
+                // fewer, fuller SFTP write packets than copy's 8 KiB buffer.
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = local
+                        .read(&mut buf)
+                        .await
+                        .map_err(|source| TransportError::Io {
+                            context: format!("cannot read {}", path.display()),
+                            source,
+                        })?;
+                    let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+                        break;
+                    };
+                    file.write_all(chunk).await.map_err(io_err)?;
+                }
             }
         }
         file.shutdown().await.map_err(io_err)?;
