@@ -38,6 +38,8 @@ use super::{
 const SHELLS_PER_KIND: usize = 2;
 /// One-off exec channels (fallback path) open at once on one connection.
 const ONE_OFF_CHANNELS: usize = 3;
+/// How long one SFTP request (session start, open, write, close) may take.
+const SFTP_REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// One SSH connection to a host, kept for the whole run.
 pub struct SshTransport {
@@ -323,7 +325,13 @@ impl SshTransport {
                 .request_subsystem(true, "sftp")
                 .await
                 .map_err(|e| self.lost(e))?;
-            let session = SftpSession::new(channel.into_stream())
+            // russh-sftp gives each request 10 s by default; a fleet of 50+ hosts
+            // on a busy controller starts sftp-server slower than that.
+            let config = russh_sftp::client::Config {
+                request_timeout_secs: SFTP_REQUEST_TIMEOUT_SECS,
+                ..Default::default()
+            };
+            let session = SftpSession::new_with_config(channel.into_stream(), config)
                 .await
                 .map_err(|e| self.sftp_error("starting SFTP", remote, e))?;
             *guard = Some(session);
