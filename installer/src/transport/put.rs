@@ -67,10 +67,10 @@ pub(crate) async fn put<B: FileBackend>(
             )));
         }
     };
-    if let PutSource::Bytes(bytes) = req.source {
-        if bytes.len() <= ONE_TRIP_LIMIT {
-            return put_one_trip(b, &req, bytes, &sha, dir, base).await;
-        }
+    if let PutSource::Bytes(bytes) = req.source
+        && bytes.len() <= ONE_TRIP_LIMIT
+    {
+        return put_one_trip(b, &req, bytes, &sha, dir, base).await;
     }
     let dest = shell_quote(req.path);
     let check = format!(
