@@ -106,6 +106,9 @@ def parse_args() -> argparse.Namespace:
                    help="instead of measuring: run each tool once, check all left identical node roots")
     p.add_argument("--edgeforge", type=Path, default=None,
                    help="edgeforge binary (default target/release/edgeforge, else target/debug/edgeforge)")
+    p.add_argument("--no-force", action="store_true",
+                   help="run edgeforge without --force, so a warm run skips the steps its journal "
+                        "records as applied (not comparable with the peers; use with --no-save)")
     p.add_argument("--port", type=int, default=22022, help="sshd port on every 127.0.0.x (default 22022)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/edgeforge-bench"),
                    help="scratch directory for keys, configs, node roots, logs (default /tmp/edgeforge-bench)")
@@ -291,7 +294,6 @@ def measure(argv, env, cwd, log_path: Path, timeout: float, exclude: set[int]) -
     orphans such as ssh ControlPersist masters are reparented to us and are
     ended and reaped here, counted in this run).
     """
-    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler = TreeSampler(os.getpid(), exclude)
     with open(log_path, "wb") as logf:
         t0 = time.perf_counter()
@@ -324,13 +326,19 @@ def measure(argv, env, cwd, log_path: Path, timeout: float, exclude: set[int]) -
             raise
     wall = waited["t"] - t0
     proc.returncode = os.waitstatus_to_exitcode(waited["status"])
-    single = waited["ru"].ru_maxrss
-    single = max(single, reap_orphans(exclude))
+    ru = waited["ru"]
+    single = ru.ru_maxrss
+    # The tool and what it waited for, plus its orphans; not the node side: sshd
+    # session processes whose parent ended are reparented to us too, and their CPU
+    # is the nodes' work, not the controller's.
+    cpu = ru.ru_utime + ru.ru_stime
+    early_peak, early_cpu = reap_orphans(exclude, sampler.node_side)
+    single, cpu = max(single, early_peak), cpu + early_cpu
     peak_tree = sampler.stop()
     sampler.kill_seen()
-    reap_orphans(exclude)
-    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    late_peak, late_cpu = reap_orphans(exclude, sampler.node_side)
+    single = max(single, late_peak)
+    cpu += late_cpu
     single_mb = single / 1024
     return RunResult(
         wall_s=wall,
@@ -351,10 +359,12 @@ def _killpg(pid: int, sig: int) -> None:
         pass
 
 
-def reap_orphans(exclude: set[int]) -> int:
-    """Ends and reaps our children other than the fleet; returns their max ru_maxrss (KiB)."""
-    peak = 0
+def reap_orphans(exclude: set[int], known_node_side: set[int] = frozenset()) -> tuple[int, float]:
+    """Ends and reaps our children other than the fleet; returns their max ru_maxrss (KiB)
+    and the CPU seconds of those that are the tool's (not reparented sshd-side processes)."""
+    peak, cpu = 0, 0.0
     orphans = [p for p in children_of(os.getpid()) if p not in exclude]
+    node_side = {p for p in orphans if p in known_node_side or _node_side(p)}
     for pid in orphans:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -368,12 +378,25 @@ def reap_orphans(exclude: set[int]) -> int:
             except ChildProcessError:
                 break
             if done:
-                peak = max(peak, ru.ru_maxrss)
+                if pid not in node_side:
+                    peak = max(peak, ru.ru_maxrss)
+                    cpu += ru.ru_utime + ru.ru_stime
                 break
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.01)
-    return peak
+    return peak, cpu
+
+
+def _node_side(pid: int) -> bool:
+    """Whether a process was started by a node's sshd (its shells, sftp-server, their
+    children): they carry SSH_CONNECTION, and end up reparented to us, the subreaper,
+    when their sshd session ends first. Their work is the node's, not the controller's."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return environ.startswith(b"SSH_CONNECTION=") or b"\0SSH_CONNECTION=" in environ
 
 
 def children_of(pid: int) -> list[int]:
@@ -400,6 +423,7 @@ class TreeSampler(threading.Thread):
         self.peak = 0
         # Every process seen in the tree, pid → start time (so a reused pid is not hit).
         self.seen: dict[int, str] = {}
+        self.node_side: set[int] = set()
         self._stop_event = threading.Event()
 
     def kill_seen(self) -> None:
@@ -417,10 +441,20 @@ class TreeSampler(threading.Thread):
             self._stop_event.wait(0.05)
 
     def sample(self) -> int:
+        # Remember the fleet's descendants (node-side shells, sftp-server): they are
+        # reparented to us when their sshd session ends first, and are not the tool's.
+        node_stack = list(self.exclude)
+        while node_stack:
+            pid = node_stack.pop()
+            for c in children_of(pid):
+                self.node_side.add(c)
+                node_stack.append(c)
         total, stack = 0, [self.root]
         while stack:
             pid = stack.pop()
-            stack.extend(c for c in children_of(pid) if c not in self.exclude)
+            # Node-side processes reparented to us are not the tool's.
+            stack.extend(c for c in children_of(pid)
+                         if c not in self.exclude and c not in self.node_side)
             if pid != self.root:
                 if pid not in self.seen:
                     self.seen[pid] = _start_time(pid)
@@ -721,7 +755,7 @@ class RunContext:
 
 
 def make_tool(name: str, args):
-    return {"edgeforge": lambda: Edgeforge(args.edgeforge), "ansible": Ansible, "pyinfra": Pyinfra}[name]()
+    return {"edgeforge": lambda: Edgeforge(args.edgeforge, force=not args.no_force), "ansible": Ansible, "pyinfra": Pyinfra}[name]()
 
 
 def _version(argv: list[str], pattern: str) -> str:
@@ -735,6 +769,8 @@ def _version(argv: list[str], pattern: str) -> str:
 
 def _env(**extra) -> dict:
     env = dict(os.environ)
+    # Marks node-side processes (see _node_side); the tools must not inherit it.
+    env.pop("SSH_CONNECTION", None)
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -815,13 +851,15 @@ class Edgeforge:
     """edgeforge apply -i <inventory> --playbook <file> --parallel N --force."""
     name = "edgeforge"
 
-    def __init__(self, binary: Path | None):
+    def __init__(self, binary: Path | None, force: bool = True):
+        self.force = force
         if binary is None:
             for cand in (REPO / "target/release/edgeforge", REPO / "target/debug/edgeforge"):
                 if cand.exists():
                     binary = cand
                     break
-        self.binary = binary
+        # the tool runs with another working directory, so a relative --edgeforge must be resolved here
+        self.binary = binary.resolve() if binary is not None else None
         self._help = ""
         # "playbook": apply --playbook FILE. "layer": no --playbook yet, so the workload
         # is the `os` layer of the --data-dir (same engine, same playbook, other file name).
@@ -873,7 +911,7 @@ class Edgeforge:
         argv += ["--parallel", str(ctx.n)]
         if "--state-dir" in self._help:
             argv += ["--state-dir", str(d / "state")]
-        if "--force" in self._help:
+        if self.force and "--force" in self._help:
             # Check every node's real state, as the peers do, rather than trust the journal.
             argv.append("--force")
         return argv, _env(XDG_STATE_HOME=d / "xdg-state", NO_COLOR=1), ctx.workload

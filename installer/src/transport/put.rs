@@ -1,6 +1,8 @@
 //! Placing and reading files, shared by the SSH and local transports.
 //!
-//! A put is at most three framed commands: one that reports the current
+//! Small in-memory content (rendered templates) is placed with one framed
+//! command that compares and, when needed, writes. Anything else is at most
+//! three framed commands: one that reports the current
 //! sha256, mode and owner (the only one when nothing changed), the content
 //! written to a temporary name in the destination directory (through the shell
 //! for small in-memory content, through the transport's bulk upload for files
@@ -19,6 +21,9 @@ use super::{ExecOutput, PutOutcome, PutRequest, PutSource, TransportError};
 /// Content up to this size travels inside the framed command (base64 on the
 /// shell's stdin) instead of through a bulk upload.
 const INLINE_LIMIT: usize = 256 * 1024;
+/// In-memory content up to this size is compared and written in one framed
+/// command (see [`put_one_trip`]).
+const ONE_TRIP_LIMIT: usize = 64 * 1024;
 
 /// What a transport provides so that [`put`] and [`get`] can work on it.
 pub(crate) trait FileBackend: Sync {
@@ -62,6 +67,11 @@ pub(crate) async fn put<B: FileBackend>(
             )));
         }
     };
+    if let PutSource::Bytes(bytes) = req.source
+        && bytes.len() <= ONE_TRIP_LIMIT
+    {
+        return put_one_trip(b, &req, bytes, &sha, dir, base).await;
+    }
     let dest = shell_quote(req.path);
     let check = format!(
         "[ -d {} ] || {{ echo nodir; exit 0; }}; f={dest}; if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then \
@@ -119,6 +129,74 @@ pub(crate) async fn put<B: FileBackend>(
     ));
     checked(b, &finalize, None, req.privileged, "placing", req.path).await?;
     Ok(PutOutcome::Written)
+}
+
+/// Places small in-memory content with a single framed command: the script
+/// compares sha256, mode and owner on the host and only writes (temporary
+/// name, chmod/chown, rename) when they differ. The content rides along in
+/// the script as base64 either way (cheaper than a second round trip) and is
+/// decoded only when written, so an unchanged file costs two processes.
+async fn put_one_trip<B: FileBackend>(
+    b: &B,
+    req: &PutRequest<'_>,
+    bytes: &[u8],
+    sha: &str,
+    dir: &str,
+    base: &str,
+) -> Result<PutOutcome, TransportError> {
+    let tmp_prefix = format!("{}/.{base}.ef-tmp-", dir.trim_end_matches('/'));
+    let tmp = format!("{tmp_prefix}{}", random_hex(8));
+    let mode = format!("{:o}", req.mode & 0o7777);
+    // One `sha256sum` and one `stat` on the host; the rest is shell builtins.
+    let (owner_same, chown) = match req.owner {
+        Some(o) => {
+            // `user:group` must equal the names or the ids; `user` alone the user part.
+            let pattern = if o.contains(':') {
+                format!("*\" \"{}\" \"*", shell_quote(o))
+            } else {
+                format!("*\" \"{}:*", shell_quote(o))
+            };
+            (
+                format!(" && case \" $st \" in {pattern}) ;; *) false;; esac"),
+                format!(" && chown {} \"$t\"", shell_quote(o)),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
+    let script = format!(
+        "d={d}; f={f}; t={t}\n\
+         [ -d \"$d\" ] || {{ echo nodir; exit 0; }}\n\
+         if [ -f \"$f\" ] && [ ! -L \"$f\" ] && s=$(sha256sum < \"$f\" 2>/dev/null) \
+         && [ \"${{s%% *}}\" = {sha} ] && st=$(stat -c '%a %U:%G %u:%g' \"$f\") \
+         && [ \"${{st%% *}}\" = {mode} ]{owner_same}; \
+         then echo unchanged; exit 0; fi\n\
+         umask 077; printf %s {data} | base64 -d > \"$t\" && chmod {mode} \"$t\"{chown} && mv -f \"$t\" \"$f\" \
+         || {{ rc=$?; rm -f \"$t\"; exit $rc; }}\n\
+         for x in {prefix}*; do [ -e \"$x\" ] && rm -f \"$x\"; done; echo written\n",
+        d = shell_quote(dir),
+        f = shell_quote(req.path),
+        t = shell_quote(&tmp),
+        sha = shell_quote(sha),
+        prefix = shell_quote(&tmp_prefix),
+        data = shell_quote(&data_encoding::BASE64.encode(bytes)),
+    );
+    let out = checked(b, &script, None, req.privileged, "placing", req.path).await?;
+    match String::from_utf8_lossy(&out.stdout).lines().last() {
+        Some("unchanged") => Ok(PutOutcome::Unchanged),
+        Some("written") => Ok(PutOutcome::Written),
+        Some("nodir") => Err(TransportError::Other(format!(
+            "cannot place {} on {}: directory {dir} does not exist; create it first (a `dir` step)",
+            req.path,
+            b.label()
+        ))),
+        _ => Err(command_error(
+            b,
+            "placing",
+            req.path,
+            out.status,
+            &out.stderr,
+        )),
+    }
 }
 
 /// Reads a file; `None` when it does not exist.
@@ -229,6 +307,79 @@ pub(crate) async fn sha256_of(source: PutSource<'_>) -> Result<String, Transport
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::{LocalTransport, Transport};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn small<'a>(
+        path: &'a str,
+        bytes: &'a [u8],
+        mode: u32,
+        owner: Option<&'a str>,
+    ) -> PutRequest<'a> {
+        PutRequest {
+            path,
+            source: PutSource::Bytes(bytes),
+            sha256: None,
+            mode,
+            owner,
+            privileged: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_trip_put_writes_only_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.conf");
+        let p = path.to_str().unwrap();
+        let t = LocalTransport::new();
+        assert_eq!(
+            t.put(small(p, b"a=1\n", 0o644, None)).await.unwrap(),
+            PutOutcome::Written
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"a=1\n");
+        assert_eq!(
+            t.put(small(p, b"a=1\n", 0o644, None)).await.unwrap(),
+            PutOutcome::Unchanged
+        );
+        // Same content, other mode: rewritten with the new mode.
+        assert_eq!(
+            t.put(small(p, b"a=1\n", 0o600, None)).await.unwrap(),
+            PutOutcome::Written
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+        // Other content: rewritten, and no temporary file is left beside it.
+        assert_eq!(
+            t.put(small(p, b"", 0o600, None)).await.unwrap(),
+            PutOutcome::Written
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // The owner is compared by name or id: the current user matches, a stranger does not.
+        let me = String::from_utf8(
+            t.exec(crate::transport::ExecRequest {
+                script: "id -u",
+                stdin: None,
+                privileged: false,
+                timeout: None,
+            })
+            .await
+            .unwrap()
+            .stdout,
+        )
+        .unwrap();
+        let me = me.trim();
+        assert_eq!(
+            t.put(small(p, b"", 0o600, Some(me))).await.unwrap(),
+            PutOutcome::Unchanged
+        );
+        let missing = dir.path().join("nodir/x.conf");
+        let err = t
+            .put(small(missing.to_str().unwrap(), b"x", 0o644, None))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
 
     #[test]
     fn current_file_matches_on_sha_mode_and_owner() {

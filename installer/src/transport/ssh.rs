@@ -20,7 +20,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{Channel, ChannelMsg, Sig};
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
 use super::frame::{
@@ -38,6 +38,8 @@ use super::{
 const SHELLS_PER_KIND: usize = 2;
 /// One-off exec channels (fallback path) open at once on one connection.
 const ONE_OFF_CHANNELS: usize = 3;
+/// How long one SFTP request (session start, open, write, close) may take.
+const SFTP_REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// One SSH connection to a host, kept for the whole run.
 pub struct SshTransport {
@@ -323,7 +325,13 @@ impl SshTransport {
                 .request_subsystem(true, "sftp")
                 .await
                 .map_err(|e| self.lost(e))?;
-            let session = SftpSession::new(channel.into_stream())
+            // russh-sftp gives each request 10 s by default; a fleet of 50+ hosts
+            // on a busy controller starts sftp-server slower than that.
+            let config = russh_sftp::client::Config {
+                request_timeout_secs: SFTP_REQUEST_TIMEOUT_SECS,
+                ..Default::default()
+            };
+            let session = SftpSession::new_with_config(channel.into_stream(), config)
                 .await
                 .map_err(|e| self.sftp_error("starting SFTP", remote, e))?;
             *guard = Some(session);
@@ -357,9 +365,24 @@ impl SshTransport {
                             context: format!("cannot read {}", path.display()),
                             source,
                         })?;
-                tokio::io::copy(&mut local, &mut file)
-                    .await
-                    .map_err(io_err)?;
+                // Not tokio::io::copy: it flushes at the end, and an SFTP flush
+                // is an fsync@openssh.com round trip that syncs the file to disk
+                // (the shell path does not sync either). Large reads also mean
+                // fewer, fuller SFTP write packets than copy's 8 KiB buffer.
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = local
+                        .read(&mut buf)
+                        .await
+                        .map_err(|source| TransportError::Io {
+                            context: format!("cannot read {}", path.display()),
+                            source,
+                        })?;
+                    let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
+                        break;
+                    };
+                    file.write_all(chunk).await.map_err(io_err)?;
+                }
             }
         }
         file.shutdown().await.map_err(io_err)?;
