@@ -117,7 +117,28 @@ pub fn lab_inventory(name: &str, nodes: &[LabNode]) -> String {
 
 /// Runs `command` in the guest behind 127.0.0.1:`port` as root with the
 /// lab key, verifying the host key against the lab's known_hosts.
+///
+/// A guest that just answered SSH may still be finishing cloud-init, which
+/// restarts sshd once; a connection refused in that window (ssh exits 255
+/// before running anything) is retried for up to a minute. A failing
+/// command is never retried.
 pub fn ssh(state_dir: &Path, port: u16, command: &str) -> anyhow::Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match ssh_once(state_dir, port, command)? {
+            Ok(stdout) => return Ok(stdout),
+            Err(stderr) if std::time::Instant::now() < deadline => {
+                eprintln!("ssh to 127.0.0.1:{port}: {stderr}; retrying");
+                std::thread::sleep(std::time::Duration::from_secs(3));
+            }
+            Err(stderr) => bail!("ssh to 127.0.0.1:{port} `{command}` failed: {stderr}"),
+        }
+    }
+}
+
+/// One ssh run: `Ok(Ok(stdout))`, `Ok(Err(stderr))` when the connection
+/// itself failed (exit 255), or an error when the command failed.
+fn ssh_once(state_dir: &Path, port: u16, command: &str) -> anyhow::Result<Result<String, String>> {
     let out = Command::new("ssh")
         .arg("-i")
         .arg(state_dir.join("id_ed25519"))
@@ -142,11 +163,12 @@ pub fn ssh(state_dir: &Path, port: u16, command: &str) -> anyhow::Result<String>
         .arg(command)
         .output()
         .context("running ssh")?;
-    if !out.status.success() {
-        bail!(
-            "ssh to 127.0.0.1:{port} `{command}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if out.status.code() == Some(255) {
+        return Ok(Err(stderr));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    if !out.status.success() {
+        bail!("ssh to 127.0.0.1:{port} `{command}` failed: {stderr}");
+    }
+    Ok(Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }

@@ -93,6 +93,11 @@ fn lab_of_three_tcg_guests_up_ssh_idempotent_drift_down() {
     // Inside each guest: the hostname from the seed, root login by the lab
     // key, the host key the lab pinned in known_hosts (StrictHostKeyChecking).
     for n in &nodes {
+        // cloud-init restarts sshd once while it finishes; wait for it so
+        // that what follows talks to a settled guest.
+        ssh(&state, n.port, "cloud-init status --wait >/dev/null; true").expect("ssh");
+    }
+    for n in &nodes {
         let hostname = ssh(&state, n.port, "hostname").expect("ssh");
         assert_eq!(hostname, n.name);
         let mem_kib: u64 = ssh(&state, n.port, "awk '/MemTotal/ {print $2}' /proc/meminfo")
