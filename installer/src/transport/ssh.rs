@@ -508,6 +508,17 @@ where
     }
 }
 
+/// The signature hash an RSA key must use with this server (`None` for other keys).
+async fn rsa_hash(
+    handle: &mut Handle<Client>,
+    algorithm: russh::keys::Algorithm,
+) -> Result<Option<russh::keys::HashAlg>, russh::Error> {
+    if !algorithm.is_rsa() {
+        return Ok(None);
+    }
+    Ok(handle.best_supported_rsa_hash().await?.flatten())
+}
+
 async fn authenticate(hop: &SshTarget, handle: &mut Handle<Client>) -> Result<(), TransportError> {
     let conn_err = |e: russh::Error| TransportError::Connect {
         host: hop.label(),
@@ -523,15 +534,7 @@ async fn authenticate(hop: &SshTarget, handle: &mut Handle<Client>) -> Result<()
                     continue;
                 }
             };
-        let hash = if key.algorithm().is_rsa() {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .map_err(conn_err)?
-                .flatten()
-        } else {
-            None
-        };
+        let hash = rsa_hash(handle, key.algorithm()).await.map_err(conn_err)?;
         let result = handle
             .authenticate_publickey(
                 hop.user.clone(),
@@ -551,15 +554,7 @@ async fn authenticate(hop: &SshTarget, handle: &mut Handle<Client>) -> Result<()
                 let count = identities.len();
                 for identity in identities {
                     let key = identity.public_key().into_owned();
-                    let hash = if key.algorithm().is_rsa() {
-                        handle
-                            .best_supported_rsa_hash()
-                            .await
-                            .map_err(conn_err)?
-                            .flatten()
-                    } else {
-                        None
-                    };
+                    let hash = rsa_hash(handle, key.algorithm()).await.map_err(conn_err)?;
                     let result = handle
                         .authenticate_publickey_with(hop.user.clone(), key, hash, &mut agent)
                         .await;
