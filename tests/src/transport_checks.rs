@@ -263,16 +263,29 @@ pub async fn interrupted_put_keeps_old_file(t: &dyn Transport, dir: &Path, scrat
         sha256: Some(&sha),
         ..old
     };
-    let cut = tokio::time::timeout(Duration::from_millis(400), t.put(big)).await;
-    assert!(
-        cut.is_err(),
-        "the 64 MB upload finished within 400 ms; cannot test interruption"
-    );
-    let left = listing(dir);
-    assert!(
-        left.iter().any(|n| n.starts_with(".state.db.ef-tmp-")),
-        "the upload was not under way when cut: {left:?}"
-    );
+    // Cut the upload once its temporary file exists, however slow the machine.
+    let upload = t.put(big);
+    tokio::pin!(upload);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            done = &mut upload => panic!(
+                "the 64 MB upload finished before a temporary file was seen; \
+                 cannot test interruption: {done:?}"
+            ),
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                if listing(dir).iter().any(|n| n.starts_with(".state.db.ef-tmp-")) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no temporary file appeared within 60 s: {:?}",
+                    listing(dir)
+                );
+            }
+        }
+    }
+    drop(upload);
     assert_eq!(
         t.get(&path, false).await.unwrap().as_deref(),
         Some(&b"old content\n"[..])
