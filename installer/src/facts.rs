@@ -66,31 +66,43 @@ pub enum FactsError {
     },
 }
 
-/// The one script that prints every fact as `key=value` lines.
+/// The one script that prints every fact as `key=value` lines. It reads
+/// files with the shell's `read` builtin, so gathering starts one process on
+/// the host (`uname`) instead of one per fact.
 pub const FACTS_SCRIPT: &str = r#"
+rd() { v=; read -r v < "$1" 2>/dev/null; printf '%s' "$v"; }
 if [ -r /etc/os-release ]; then . /etc/os-release; fi
 echo "os_id=${ID:-unknown}"
 echo "os_like=${ID_LIKE:-}"
 echo "os_version=${VERSION_ID:-}"
 echo "arch=$(uname -m)"
-echo "kernel=$(uname -r)"
-echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || grep -c ^processor /proc/cpuinfo)"
-echo "mem_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null)"
+echo "kernel=$(rd /proc/sys/kernel/osrelease)"
+echo "cpus_online=$(rd /sys/devices/system/cpu/online)"
+while read -r k v _; do
+  if [ "$k" = MemTotal: ]; then echo "mem_kib=$v"; break; fi
+done < /proc/meminfo
 for d in /sys/block/*; do
   [ -e "$d/device" ] || continue
-  echo "disk=${d##*/} $(( $(cat "$d/size" 2>/dev/null || echo 0) * 512 ))"
+  s=$(rd "$d/size")
+  echo "disk=${d##*/} $(( ${s:-0} * 512 ))"
 done
 [ -e /dev/kvm ] && echo kvm_device=1
-grep -Eqm1 '^flags.*\b(vmx|svm)\b' /proc/cpuinfo 2>/dev/null && echo virt_cpu_flags=1
+while read -r k rest; do
+  case "$k" in flags)
+    case " $rest " in *" vmx "*|*" svm "*) echo virt_cpu_flags=1;; esac
+    break;;
+  esac
+done < /proc/cpuinfo
 if [ -d /run/systemd/system ]; then echo init=systemd
 elif command -v openrc >/dev/null 2>&1 || [ -d /run/openrc ]; then echo init=openrc
 else echo init=unknown; fi
 for m in apt-get dnf yum zypper apk; do
   if command -v "$m" >/dev/null 2>&1; then echo "pkg_mgr=$m"; break; fi
 done
-echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname 2>/dev/null)"
-echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
-echo "boot_id=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"
+h=$(rd /proc/sys/kernel/hostname); [ -n "$h" ] || h=$(rd /etc/hostname)
+echo "hostname=$h"
+echo "machine_id=$(rd /etc/machine-id)"
+echo "boot_id=$(rd /proc/sys/kernel/random/boot_id)"
 "#;
 
 /// Gathers the facts of the host behind `transport` in one exec.
@@ -129,6 +141,7 @@ pub fn parse(text: &str) -> Facts {
             "arch" => f.arch = v.to_string(),
             "kernel" => f.kernel = v.to_string(),
             "cpus" => f.cpus = v.parse().unwrap_or(0),
+            "cpus_online" => f.cpus = count_cpu_list(v),
             "mem_kib" => f.memory_mib = v.parse::<u64>().unwrap_or(0) / 1024,
             "disk" => {
                 if let Some((name, size)) = v.split_once(' ') {
@@ -156,6 +169,16 @@ pub fn parse(text: &str) -> Facts {
     }
     f.os_family = os_family(&f.os_id, &os_like);
     f
+}
+
+/// The number of CPUs in a kernel CPU list such as `0-3,6,8-9`.
+fn count_cpu_list(list: &str) -> u32 {
+    list.split(',')
+        .filter_map(|part| match part.trim().split_once('-') {
+            Some((a, b)) => Some(b.parse::<u32>().ok()?.checked_sub(a.parse().ok()?)? + 1),
+            None => part.trim().parse::<u32>().ok().map(|_| 1),
+        })
+        .sum()
 }
 
 fn os_family(id: &str, like: &str) -> String {
@@ -200,6 +223,15 @@ mod tests {
     }
 
     #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(count_cpu_list("0-1"), 2);
+        assert_eq!(count_cpu_list("0-3,6,8-9\n"), 7);
+        assert_eq!(count_cpu_list("0"), 1);
+        assert_eq!(count_cpu_list(""), 0);
+        assert_eq!(count_cpu_list("3-1"), 0);
+    }
+
+    #[test]
     fn the_script_runs_on_this_machine() {
         let out = std::process::Command::new("sh")
             .arg("-c")
@@ -216,5 +248,20 @@ mod tests {
         assert!(f.cpus >= 1);
         assert!(f.memory_mib > 0);
         assert!(!f.kernel.is_empty());
+        let online = std::process::Command::new("getconf")
+            .arg("_NPROCESSORS_ONLN")
+            .output()
+            .unwrap();
+        assert_eq!(
+            f.cpus.to_string(),
+            String::from_utf8_lossy(&online.stdout).trim()
+        );
+        assert!(!f.machine_id.is_empty() && !f.boot_id.is_empty() && !f.hostname.is_empty());
+        let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let has_virt = flags
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|w| w == "vmx" || w == "svm"));
+        assert_eq!(f.virt_cpu_flags, has_virt);
     }
 }

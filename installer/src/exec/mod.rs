@@ -25,10 +25,10 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::facts::{self, Facts};
-use crate::playbook::steps::StepEnv;
+use crate::playbook::steps::{Prepared, StepEnv, StepKind, StepReport};
 use crate::playbook::{Playbook, Step};
 use crate::render::{DataDir, Renderer};
-use crate::transport::{Transport, TransportError};
+use crate::transport::{Transport, TransportError, probe_files};
 use events::{Event, EventSink, Redactor, StepStatus};
 use journal::{HostJournal, Record};
 use select::MaxFail;
@@ -506,11 +506,19 @@ impl Shared {
                 .as_ref()
                 .map(|j| j.pending_handlers(&pb.name))
                 .unwrap_or_default();
-            for step in &pb.steps {
+            let mut probed = self.probe_placements(run, pb).await;
+            // A probe is only true until a step changes something.
+            let mut dirty = false;
+            for (i, step) in pb.steps.iter().enumerate() {
                 if self.cancel.is_stopped() {
                     return Ok(HostOutcome::Interrupted);
                 }
-                let changed = self.run_step(run, pb, step, false).await?;
+                let pre = probed
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .map(|(prepared, in_state)| (prepared, in_state && !dirty));
+                let changed = self.run_step(run, pb, step, false, pre).await?;
+                dirty |= changed;
                 if changed {
                     for h in &step.notify {
                         if !notified.contains(h) {
@@ -530,7 +538,7 @@ impl Shared {
                 if self.cancel.is_stopped() {
                     return Ok(HostOutcome::Interrupted);
                 }
-                self.run_step(run, pb, handler, true).await?;
+                self.run_step(run, pb, handler, true, None).await?;
                 if let Some(j) = run.journal.as_mut() {
                     j.append(Record::Handled {
                         playbook: pb.name.clone(),
@@ -543,13 +551,133 @@ impl Shared {
         Ok(HostOutcome::Done)
     }
 
+    /// Renders the steps of a playbook that place files and learns, in one
+    /// round trip per privilege level, which destinations already hold the
+    /// wanted content, mode and owner. Index `i` of the result is step `i`'s
+    /// rendered form and whether it is in state; steps left `None` (not a
+    /// placement, not selected, `when` false, skipped by the journal, failing
+    /// to render) are prepared in the walk as usual, where their errors show.
+    /// Only the steps before the first `register` take part: later ones may
+    /// depend on what it records.
+    async fn probe_placements(
+        &self,
+        run: &HostRun<'_>,
+        pb: &Playbook,
+    ) -> Vec<Option<(Prepared, bool)>> {
+        let mut pre: Vec<Option<(Prepared, bool)>> = pb.steps.iter().map(|_| None).collect();
+        if self.opts.check {
+            return pre;
+        }
+        let mut places: Vec<(usize, bool)> = Vec::new();
+        for (i, step) in pb.steps.iter().enumerate() {
+            if step.register.is_some() {
+                break;
+            }
+            if !matches!(
+                step.kind,
+                StepKind::Template(_) | StepKind::Copy(_) | StepKind::Artifact(_)
+            ) || !step.selected(&self.opts.tags, &self.opts.skip_tags)
+            {
+                continue;
+            }
+            let env = self.step_env(run, pb, step);
+            if let Some(w) = &step.when
+                && !matches!(self.renderer.eval_when(&env.origin, w, &run.ctx), Ok(true))
+            {
+                continue;
+            }
+            let Ok(prepared) = step.kind.prepare(&env) else {
+                continue;
+            };
+            if self.journal_skips(run, pb, step, &prepared, false) {
+                continue;
+            }
+            pre[i] = Some((prepared, false));
+            places.push((i, step.privileged));
+        }
+        // One placement is checked as cheaply by its own put.
+        if places.len() < 2 {
+            return pre;
+        }
+        for privileged in [false, true] {
+            let group: Vec<usize> = places
+                .iter()
+                .filter(|(_, p)| *p == privileged)
+                .map(|(i, _)| *i)
+                .collect();
+            let dests: Vec<&str> = group
+                .iter()
+                .filter_map(|i| pre[*i].as_ref()?.0.placement().map(|p| p.0))
+                .collect();
+            if dests.is_empty() {
+                continue;
+            }
+            // A failed probe only means each step checks for itself.
+            let Ok(probe) = probe_files(run.transport, &dests, privileged).await else {
+                continue;
+            };
+            for i in group {
+                if let Some((prepared, in_state)) = pre[i].as_mut()
+                    && let Some((dest, mode, owner, sha)) = prepared.placement()
+                {
+                    *in_state = probe.unchanged(dest, &sha, mode, owner);
+                }
+            }
+        }
+        pre
+    }
+
+    fn step_env<'a>(&'a self, run: &'a HostRun<'_>, pb: &Playbook, step: &Step) -> StepEnv<'a> {
+        StepEnv {
+            transport: run.transport,
+            renderer: &self.renderer,
+            data: &self.data,
+            facts: run.facts,
+            ctx: &run.ctx,
+            check: self.opts.check,
+            diff: self.opts.diff,
+            privileged: step.privileged,
+            origin: format!("{} step '{}'", pb.source, step.name),
+        }
+    }
+
+    /// The journal hash of a rendered step: its inputs plus the facts its
+    /// result depends on (the installation, and the boot for runtime state).
+    fn journal_hash(run: &HostRun<'_>, step: &Step, prepared: &Prepared) -> String {
+        let salt = if step.kind.runtime_state() {
+            format!("{}/{}", run.facts.machine_id, run.facts.boot_id)
+        } else {
+            run.facts.machine_id.clone()
+        };
+        prepared.input_hash(&salt)
+    }
+
+    /// Whether the journal says this rendered step was already applied (and may be trusted).
+    fn journal_skips(
+        &self,
+        run: &HostRun<'_>,
+        pb: &Playbook,
+        step: &Step,
+        prepared: &Prepared,
+        handler: bool,
+    ) -> bool {
+        !self.opts.force
+            && !handler
+            && step.register.is_none()
+            && run.journal.as_ref().is_some_and(|j| {
+                j.is_applied(&pb.name, &step.name, &Self::journal_hash(run, step, prepared))
+            })
+    }
+
     /// Runs one step; `Ok(changed)`, or `Err(message)` when it failed (the host stops).
+    /// `pre` is the step already rendered by [`Shared::probe_placements`], and whether it is in state.
     async fn run_step(
         &self,
         run: &mut HostRun<'_>,
         pb: &Playbook,
         step: &Step,
         handler: bool,
+        pre: Option<(Prepared, bool)>,
     ) -> Result<bool, String> {
         let host = run.work.name.clone();
         self.emit(Event::StepStarted {
@@ -558,7 +686,7 @@ impl Shared {
             step: step.name.clone(),
         });
         let t0 = Instant::now();
-        let result = self.step_result(run, pb, step, handler).await;
+        let result = self.step_result(run, pb, step, handler, pre).await;
         let (status, message, diff, changed) = match result {
             Ok(StepOutcome::Skipped(why)) => (StepStatus::Skipped, Some(why), None, false),
             Ok(StepOutcome::Ran { changed, diff }) => (
@@ -614,50 +742,41 @@ impl Shared {
         pb: &Playbook,
         step: &Step,
         handler: bool,
+        pre: Option<(Prepared, bool)>,
     ) -> Result<StepOutcome, String> {
         if !handler && !step.selected(&self.opts.tags, &self.opts.skip_tags) {
             return Ok(StepOutcome::Skipped("not selected by tags".into()));
         }
-        let origin = format!("{} step '{}'", pb.source, step.name);
-        let ctx = &run.ctx;
+        let env = self.step_env(run, pb, step);
         if let Some(w) = &step.when {
             let yes = self
                 .renderer
-                .eval_when(&origin, w, ctx)
+                .eval_when(&env.origin, w, &run.ctx)
                 .map_err(|e| error_chain(&e))?;
             if !yes {
                 return Ok(StepOutcome::Skipped("`when` is false".into()));
             }
         }
-        let env = StepEnv {
-            transport: run.transport,
-            renderer: &self.renderer,
-            data: &self.data,
-            facts: run.facts,
-            ctx,
-            check: self.opts.check,
-            diff: self.opts.diff,
-            privileged: step.privileged,
-            origin,
+        let (prepared, in_state) = match pre {
+            Some(pre) => pre,
+            None => (
+                step.kind.prepare(&env).map_err(|e| error_chain(&e))?,
+                false,
+            ),
         };
-        let prepared = step.kind.prepare(&env).map_err(|e| error_chain(&e))?;
-        let salt = if step.kind.runtime_state() {
-            format!("{}/{}", run.facts.machine_id, run.facts.boot_id)
-        } else {
-            run.facts.machine_id.clone()
-        };
-        let hash = prepared.input_hash(&salt);
-        let journal_skip = !self.opts.force && !handler && step.register.is_none();
-        if journal_skip
-            && let Some(j) = &run.journal
-            && j.is_applied(&pb.name, &step.name, &hash)
-        {
+        if self.journal_skips(run, pb, step, &prepared, handler) {
             return Ok(StepOutcome::Skipped("already applied (journal)".into()));
         }
-        let report = tokio::select! {
-            r = prepared.apply(&env) => r.map_err(|e| error_chain(&e))?,
-            () = self.cancel.aborted() => return Err("interrupted while running".into()),
+        let hash = Self::journal_hash(run, step, &prepared);
+        let report = if in_state {
+            StepReport::default()
+        } else {
+            tokio::select! {
+                r = prepared.apply(&env) => r.map_err(|e| error_chain(&e))?,
+                () = self.cancel.aborted() => return Err("interrupted while running".into()),
+            }
         };
+        drop(env);
         if let Some(j) = run.journal.as_mut() {
             j.append(Record::Step {
                 playbook: pb.name.clone(),

@@ -30,6 +30,8 @@ struct Rig {
     sink: Arc<Collect>,
     /// Host → fail every request after this many.
     fail_after: Arc<Mutex<HashMap<String, usize>>>,
+    /// Every transport the executor opened, in order.
+    opened: Arc<Mutex<Vec<Arc<ShellTransport>>>>,
 }
 
 const PLAYBOOK: &str = r#"
@@ -69,6 +71,7 @@ impl Rig {
             dir,
             sink: Arc::new(Collect::default()),
             fail_after: Arc::default(),
+            opened: Arc::default(),
         }
     }
 
@@ -91,12 +94,14 @@ impl Rig {
 
     fn executor(&self) -> Executor {
         let fail_after = self.fail_after.clone();
+        let opened = self.opened.clone();
         let connector: Connector = Arc::new(move |h: &HostWork| {
-            let t = ShellTransport {
+            let t = Arc::new(ShellTransport {
                 fail_after: fail_after.lock().unwrap().get(&h.name).copied(),
                 ..ShellTransport::default()
-            };
-            Box::pin(async move { Ok(Arc::new(t) as Arc<dyn Transport>) })
+            });
+            opened.lock().unwrap().push(t.clone());
+            Box::pin(async move { Ok(t as Arc<dyn Transport>) })
         });
         Executor::new(
             self.renderer.clone(),
@@ -214,6 +219,102 @@ async fn a_changed_input_reruns_that_step_and_its_handler() {
         read(rig.root("n1").join("restarts")),
         "restarted\nrestarted\n"
     );
+}
+
+const PLACEMENTS: &str = r#"
+name: files
+vars:
+  greeting: hi
+steps:
+  - name: dir
+    file: { path: "{{ root }}/etc", state: directory }
+  - name: a.conf
+    template: { src: app.conf.j2, dest: "{{ root }}/etc/a.conf" }
+  - name: b.conf
+    copy: { content: "b\n", dest: "{{ root }}/etc/b.conf", mode: "0600" }
+  - name: c.conf
+    copy: { content: "c\n", dest: "{{ root }}/etc/c.conf" }
+"#;
+
+#[tokio::test]
+async fn placements_in_state_are_confirmed_by_one_probe() {
+    let rig = Rig::new();
+    let ex = rig.executor();
+    let forced = RunOptions {
+        force: true,
+        ..rig.opts()
+    };
+    ex.run(vec![vec![rig.host("n1", PLACEMENTS)]], &forced)
+        .await;
+    rig.sink.take();
+    let s = ex
+        .run(vec![vec![rig.host("n1", PLACEMENTS)]], &forced)
+        .await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+    assert_eq!(
+        rig.statuses("n1"),
+        st(&[
+            ("dir", Fine),
+            ("a.conf", Fine),
+            ("b.conf", Fine),
+            ("c.conf", Fine)
+        ])
+    );
+    let warm = rig.opened.lock().unwrap().last().unwrap().clone();
+    let scripts = warm.scripts.lock().unwrap().clone();
+    // Facts, the probe of the three files, the dir step: nothing per file.
+    assert_eq!(scripts.len(), 3, "{scripts:#?}");
+    assert!(scripts[1].contains("sha256sum --"), "{}", scripts[1]);
+
+    // A file that drifted (other mode) is found by the probe and put back.
+    let b = rig.root("n1").join("etc/b.conf");
+    std::fs::set_permissions(&b, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    ex.run(vec![vec![rig.host("n1", PLACEMENTS)]], &forced)
+        .await;
+    assert_eq!(
+        rig.statuses("n1"),
+        st(&[
+            ("dir", Fine),
+            ("a.conf", Fine),
+            ("b.conf", Changed),
+            ("c.conf", Fine)
+        ])
+    );
+    let mode = std::fs::metadata(&b).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn a_change_before_a_probed_file_makes_it_check_again() {
+    let rig = Rig::new();
+    let ex = rig.executor();
+    let forced = RunOptions {
+        force: true,
+        ..rig.opts()
+    };
+    // The command spoils b.conf after the probe found it in state.
+    let playbook = PLACEMENTS.replace(
+        "  - name: b.conf\n",
+        "  - name: spoil b\n    command: { cmd: \"echo spoiled > {{ root }}/etc/b.conf\" }\n  - name: b.conf\n",
+    );
+    ex.run(vec![vec![rig.host("n1", &playbook)]], &forced)
+        .await;
+    rig.sink.take();
+    let s = ex
+        .run(vec![vec![rig.host("n1", &playbook)]], &forced)
+        .await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+    assert_eq!(
+        rig.statuses("n1"),
+        st(&[
+            ("dir", Fine),
+            ("a.conf", Fine),
+            ("spoil b", Changed),
+            ("b.conf", Changed),
+            ("c.conf", Fine)
+        ])
+    );
+    assert_eq!(read(rig.root("n1").join("etc/b.conf")), "b\n");
 }
 
 #[tokio::test]

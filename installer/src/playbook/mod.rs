@@ -31,6 +31,9 @@ pub struct Playbook {
     /// Variables visible to templates and `when` as `vars.*`.
     #[serde(default)]
     pub vars: serde_json::Map<String, serde_json::Value>,
+    /// Whether steps run as root unless they say otherwise (`become:`, default true).
+    #[serde(default = "default_become", rename = "become", alias = "privileged")]
+    pub privileged: bool,
     /// The steps, run in order on each host.
     pub steps: Vec<Step>,
     /// Steps run once at the end, only when a changed step notified them.
@@ -39,6 +42,10 @@ pub struct Playbook {
     /// The file it was read from (set by [`Playbook::parse`]).
     #[serde(skip)]
     pub source: String,
+}
+
+fn default_become() -> bool {
+    true
 }
 
 /// Restricts a playbook to some nodes.
@@ -69,8 +76,11 @@ pub struct Step {
     pub notify: Vec<String>,
     /// Tags for `--tags` / `--skip-tags`.
     pub tags: Vec<String>,
-    /// Run as root (default true).
+    /// Run as root (the step's `become`, else the playbook's, else true).
     pub privileged: bool,
+    /// The step's own `become`, when it has one.
+    #[serde(skip)]
+    become_given: Option<bool>,
     /// Keep the step's output as `vars.<name>` (stdout, stderr, rc, changed) for later steps.
     pub register: Option<String>,
     /// 1-based line of the step in its file.
@@ -117,6 +127,10 @@ impl Playbook {
             }
         })?;
         pb.source = file.to_string();
+        let default = pb.privileged;
+        for step in pb.steps.iter_mut().chain(pb.handlers.iter_mut()) {
+            step.privileged = step.become_given.unwrap_or(default);
+        }
         pb.validate()?;
         Ok(pb)
     }
@@ -213,6 +227,7 @@ impl<'de> Deserialize<'de> for Step {
             notify: f.notify,
             tags: f.tags,
             privileged: f.privileged.unwrap_or(true),
+            become_given: f.privileged,
             register: f.register,
             line,
         })
@@ -329,6 +344,22 @@ handlers:
         assert_eq!(pb.steps[1].notify, vec!["restart a"]);
         assert!(pb.steps[1].privileged);
         assert_eq!(pb.handlers.len(), 1);
+    }
+
+    #[test]
+    fn become_is_inherited_from_the_playbook_unless_a_step_says_otherwise() {
+        let pb = Playbook::parse(
+            "user.yaml",
+            "name: user\nbecome: false\nsteps:\n  - name: a\n    command: { cmd: id }\n  \
+             - name: b\n    command: { cmd: id }\n    become: true\nhandlers:\n  \
+             - name: h\n    command: { cmd: id }\n",
+        )
+        .unwrap();
+        assert!(!pb.steps[0].privileged);
+        assert!(pb.steps[1].privileged);
+        assert!(!pb.handlers[0].privileged);
+        let pb = Playbook::parse("root.yaml", "name: r\nsteps:\n  - name: a\n    command: { cmd: id }\n    become: false\n").unwrap();
+        assert!(!pb.steps[0].privileged);
     }
 
     #[test]

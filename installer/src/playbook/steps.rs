@@ -598,6 +598,22 @@ impl Prepared {
         hex::encode(h.finalize())
     }
 
+    /// For a step that places a file (template, copy, artifact): its
+    /// destination, mode, owner and the sha256 of the content.
+    pub fn placement(&self) -> Option<(&str, u32, Option<&str>, String)> {
+        let (dest, mode, owner) = match &self.kind {
+            StepKind::Template(p) => (&p.dest, p.mode, p.owner.as_deref()),
+            StepKind::Copy(p) => (&p.dest, p.mode, p.owner.as_deref()),
+            StepKind::Artifact(p) => (&p.dest, p.mode, p.owner.as_deref()),
+            _ => return None,
+        };
+        let sha = match self.content.as_ref()? {
+            Content::Bytes(b) => hex::encode(Sha256::digest(b)),
+            Content::File { sha256, .. } => sha256.clone(),
+        };
+        Some((dest, mode.map_or(0o644, |m| m.0), owner, sha))
+    }
+
     /// Does the remote work (or, in check mode, finds what would change).
     pub async fn apply(&self, env: &StepEnv<'_>) -> Result<StepReport, StepError> {
         match &self.kind {

@@ -100,7 +100,7 @@ impl<I: ShellIo> FramedShell<I> {
         };
         let probe = shell
             .run(
-                "echo $(cut -d' ' -f5 /proc/$$/stat 2>/dev/null); \
+                "s=; read -r s < /proc/$$/stat 2>/dev/null; set -- ${s##*) }; echo \"${3:-}\"; \
                  command -v base64 >/dev/null 2>&1 && echo base64",
                 None,
             )

@@ -23,6 +23,7 @@ pub mod target;
 pub use frame::FrameError as ShellError;
 pub use known_hosts::{HostKeyCheck, HostKeyError};
 pub use local::LocalTransport;
+pub use put::{FileProbe, probe_files};
 pub use ssh::SshTransport;
 pub use target::{Secret, SshTarget, SudoMode, TargetError};
 

@@ -199,6 +199,83 @@ async fn put_one_trip<B: FileBackend>(
     }
 }
 
+/// The state of many files, found with one framed command that starts two
+/// processes (one `sha256sum` and one `stat` for all of them). Lets a caller
+/// learn that a run of placements has nothing to do in one round trip.
+#[derive(Debug, Default)]
+pub struct FileProbe {
+    /// Path → its report in the `sha\nmode user:group uid:gid` form of the put check.
+    reports: std::collections::HashMap<String, String>,
+}
+
+impl FileProbe {
+    /// Whether `path` was a regular file with this sha256, mode and owner when probed.
+    pub fn unchanged(&self, path: &str, sha256: &str, mode: u32, owner: Option<&str>) -> bool {
+        self.reports
+            .get(path)
+            .is_some_and(|r| matches_current(r, &sha256.to_ascii_lowercase(), mode, owner))
+    }
+}
+
+/// Probes the regular files among `paths` (others are simply absent from the result).
+pub async fn probe_files(
+    t: &dyn super::Transport,
+    paths: &[&str],
+    privileged: bool,
+) -> Result<FileProbe, TransportError> {
+    // sha256sum escapes names with a newline or backslash; those are left to the per-file check.
+    let plain: Vec<&str> = paths
+        .iter()
+        .copied()
+        .filter(|p| p.starts_with('/') && !p.contains(['\n', '\\']))
+        .collect();
+    if plain.is_empty() {
+        return Ok(FileProbe::default());
+    }
+    let list: Vec<String> = plain.iter().map(|p| shell_quote(p)).collect();
+    let script = format!(
+        "set --; for f in {}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && set -- \"$@\" \"$f\"; done\n\
+         [ $# -gt 0 ] || exit 0\n\
+         sha256sum -- \"$@\" 2>/dev/null; echo ef-stat; stat -c '%a %U:%G %u:%g %n' -- \"$@\" 2>/dev/null; exit 0\n",
+        list.join(" ")
+    );
+    let out = t
+        .exec(super::ExecRequest {
+            script: &script,
+            stdin: None,
+            privileged,
+            timeout: None,
+        })
+        .await?;
+    Ok(parse_probe(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_probe(text: &str) -> FileProbe {
+    let mut sums = std::collections::HashMap::new();
+    let mut reports = std::collections::HashMap::new();
+    let mut in_stat = false;
+    for line in text.lines() {
+        if line == "ef-stat" {
+            in_stat = true;
+        } else if in_stat {
+            let mut f = line.splitn(4, ' ');
+            if let (Some(mode), Some(names), Some(ids), Some(path)) =
+                (f.next(), f.next(), f.next(), f.next())
+                && let Some(sum) = sums.get(path)
+            {
+                reports.insert(path.to_string(), format!("{sum}\n{mode} {names} {ids}"));
+            }
+        } else if let Some((sum, rest)) = line.split_once(' ') {
+            // `HASH  path` (text mode) or `HASH *path` (binary mode).
+            let path = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('*'));
+            if let Some(path) = path {
+                sums.insert(path.to_string(), sum.to_string());
+            }
+        }
+    }
+    FileProbe { reports }
+}
+
 /// Reads a file; `None` when it does not exist.
 pub(crate) async fn get<B: FileBackend>(
     b: &B,
@@ -379,6 +456,35 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn one_probe_reports_every_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).display().to_string();
+        let (a, b, spaced) = (p("a.conf"), p("b.conf"), p("with space.conf"));
+        std::fs::write(&a, b"a\n").unwrap();
+        std::fs::write(&b, b"b\n").unwrap();
+        std::fs::write(&spaced, b"s\n").unwrap();
+        for (f, mode) in [(&a, 0o644), (&b, 0o600), (&spaced, 0o644)] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::os::unix::fs::symlink(&a, p("link")).unwrap();
+        std::fs::create_dir(p("sub")).unwrap();
+        let t = LocalTransport::new();
+        let paths = [&a, &b, &spaced, &p("link"), &p("sub"), &p("missing")];
+        let paths: Vec<&str> = paths.iter().map(|s| s.as_str()).collect();
+        let probe = probe_files(&t, &paths, false).await.unwrap();
+        let sha = |c: &[u8]| hex::encode(Sha256::digest(c));
+        assert!(probe.unchanged(&a, &sha(b"a\n"), 0o644, None));
+        assert!(probe.unchanged(&spaced, &sha(b"s\n"), 0o644, None));
+        assert!(probe.unchanged(&b, &sha(b"b\n"), 0o600, None));
+        assert!(!probe.unchanged(&b, &sha(b"b\n"), 0o644, None));
+        assert!(!probe.unchanged(&a, &sha(b"other\n"), 0o644, None));
+        assert!(!probe.unchanged(&a, &sha(b"a\n"), 0o644, Some("nobody-here")));
+        for absent in [p("link"), p("sub"), p("missing")] {
+            assert!(!probe.unchanged(&absent, &sha(b"a\n"), 0o644, None), "{absent}");
+        }
     }
 
     #[test]
