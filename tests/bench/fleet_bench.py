@@ -14,6 +14,12 @@ description, and to <name>.svg (wall time against N, log scale). Raw numbers
 are kept in <name>.json and merged across invocations, so tools and fleet
 sizes can be measured separately and land in one table.
 
+Every tool logs in to the nodes as a dedicated user (`--user`, default
+edgebench, created with the stock /etc/skel dotfiles if missing), not as root:
+root's dotfiles on a development machine may do expensive work on every SSH
+session (pyenv init, say), and tools that open one session per task would be
+measured paying for it. The node roots are owned by that user.
+
 `--verify` runs each tool once cold and once warm, then checks that every
 tool left byte-identical node roots (same paths, types, modes, contents) and
 that the warm run modified nothing.
@@ -34,6 +40,7 @@ import hashlib
 import json
 import os
 import platform
+import pwd
 import random
 import re
 import resource
@@ -53,6 +60,7 @@ REPO = HERE.parent.parent
 WORKLOAD = HERE / "workload"
 RESULTS = HERE / "results"
 ALL_TOOLS = ("edgeforge", "ansible", "pyinfra")
+DEFAULT_USER = "edgebench"
 STEPS_PER_NODE = 20
 NODES_PER_SITE = 5
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -110,6 +118,9 @@ def parse_args() -> argparse.Namespace:
                    help="run edgeforge without --force, so a warm run skips the steps its journal "
                         "records as applied (not comparable with the peers; use with --no-save)")
     p.add_argument("--port", type=int, default=22022, help="sshd port on every 127.0.0.x (default 22022)")
+    p.add_argument("--user", default=DEFAULT_USER,
+                   help=f"account every tool logs in to the nodes as; created with the stock /etc/skel "
+                        f"dotfiles if missing (default {DEFAULT_USER}; `root` measures root's own dotfiles too)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/edgeforge-bench"),
                    help="scratch directory for keys, configs, node roots, logs (default /tmp/edgeforge-bench)")
     p.add_argument("--results-name", default=f"fleet-{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}",
@@ -141,6 +152,8 @@ def parse_args() -> argparse.Namespace:
         p.error("--modes takes cold, warm or cold,warm")
     if args.runs < 1:
         p.error("--runs must be at least 1")
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", args.user):
+        p.error(f"--user: {args.user!r} is not a plain user name (lower case letters, digits, _ and -)")
     return args
 
 
@@ -165,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     if args.nice:
         # Inherited by the sshd fleet and by every tool process.
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    user = ensure_login_user(args.user)
     tools = [make_tool(name, args) for name in args.tools]
     runnable = []
     for tool in tools:
@@ -179,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     workload = prepare_workload(work)
     machine = machine_info(runnable)
     machine["note"] = args.note
+    machine["login_user"] = user.name
     report = Report.load_or_new(RESULTS / f"{args.results_name}.json", fresh=args.fresh or args.no_save)
     invocation = report.add_machine(machine)
 
@@ -189,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_save:
             report.save(RESULTS, args.results_name)
 
-    with Fleet(work / "fleet", max(args.nodes), args.port) as fleet:
+    with Fleet(work / "fleet", max(args.nodes), args.port, user) as fleet:
         if args.verify:
             return verify(args, runnable, fleet, work, workload)
         records = measure_all(args, runnable, fleet, work, workload, record_done)
@@ -272,6 +287,7 @@ def describe(res: RunResult) -> str:
 def run_once(tool, ctx: RunContext, mode: str, index: int, timeout: float) -> RunResult:
     if mode == "cold":
         ctx.wipe()
+    ctx.own_roots()
     before = snapshot(ctx.roots, ctx.nodes) if mode == "warm" else None
     argv, env, cwd = tool.prepare(ctx)
     log = ctx.dir / f"{mode}-{index}.log"
@@ -584,11 +600,68 @@ class Node:
     app_port: str
 
 
+@dataclass
+class LoginUser:
+    """The account every tool logs in to the nodes as."""
+    name: str
+    uid: int
+    gid: int
+
+    def can(self, test: str, path: Path) -> bool:
+        """Whether `test <test> <path>` succeeds as this user (sshd reads AuthorizedKeysFile as the user)."""
+        if self.uid == os.geteuid():
+            return subprocess.run(["test", test, str(path)]).returncode == 0
+        return subprocess.run(["test", test, str(path)], user=self.uid, group=self.gid, extra_groups=[],
+                              stdin=subprocess.DEVNULL).returncode == 0
+
+
+def ensure_login_user(name: str) -> LoginUser:
+    """The nodes' login account, created if missing (useradd -m: the stock /etc/skel dotfiles,
+    as on a real edge node) and, if it is only locked by useradd's `!`, given the password
+    field `*` so that sshd without PAM accepts key logins to it."""
+    as_root = os.geteuid() == 0
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        if not as_root:
+            raise BenchError(
+                f"login user {name!r} does not exist and only root can create it: run as root, create it "
+                f"(useradd -m -s /bin/bash {name}; usermod -p '*' {name}), or pass --user")
+        print(f"creating the nodes' login user {name} (useradd -m -s /bin/bash)", file=sys.stderr)
+        _run_admin(["useradd", "-m", "-s", "/bin/bash", name])
+        pw = pwd.getpwnam(name)
+    if not as_root and pw.pw_uid != os.geteuid():
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        raise BenchError(f"only root can hand the node roots to {name}: run as root, or pass --user {me}")
+    if pw.pw_uid != 0 and as_root:
+        shadow = subprocess.run(["getent", "shadow", name], capture_output=True, text=True)
+        fields = shadow.stdout.split(":")
+        password = fields[1] if shadow.returncode == 0 and len(fields) > 1 else ""
+        if password in ("!", "!*", "!!"):
+            # Locked without a password, as useradd leaves it: with UsePAM no, sshd refuses
+            # locked accounts even for key logins. `*` is "no password", not locked.
+            _run_admin(["usermod", "-p", "*", name])
+        elif password.startswith("!"):
+            raise BenchError(f"login user {name} is locked (its password starts with '!'), so sshd refuses "
+                             f"it: unlock it (usermod -U {name}) or pass another --user")
+    shell = pw.pw_shell or "/bin/sh"
+    if not os.access(shell, os.X_OK) or shell.endswith(("/nologin", "/false")):
+        raise BenchError(f"login user {name} has the shell {shell}, so no SSH command can run: "
+                         f"usermod -s /bin/bash {name}, or pass another --user")
+    return LoginUser(name, pw.pw_uid, pw.pw_gid)
+
+
+def _run_admin(argv: list[str]) -> None:
+    out = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} failed ({out.returncode}): {(out.stderr or out.stdout).strip()}")
+
+
 class Fleet:
     """N real OpenSSH sshd processes on 127.0.0.2.., a client key and a known_hosts."""
 
-    def __init__(self, root: Path, n: int, port: int):
-        self.root, self.port = root, port
+    def __init__(self, root: Path, n: int, port: int, user: LoginUser):
+        self.root, self.port, self.user = root, port, user
         self.nodes = [
             Node(
                 name=f"node-{i:03d}",
@@ -629,6 +702,12 @@ class Fleet:
         keygen(self.client_key)
         authorized = self.root / "authorized_keys"
         shutil.copy(self.client_key.with_suffix(".pub"), authorized)
+        # sshd reads AuthorizedKeysFile as the login user (StrictModes no: ownership is not checked).
+        self.root.chmod(0o755)
+        authorized.chmod(0o644)
+        if not self.user.can("-r", authorized):
+            raise BenchError(f"login user {self.user.name} cannot read {authorized}: every directory above it "
+                             "must be searchable by other users; pass a --workdir such as /tmp/edgeforge-bench")
         known = []
         for node in self.nodes:
             d = self.root / node.name
@@ -639,14 +718,15 @@ class Fleet:
             known.append(f"[{node.address}]:{self.port} {pub[0]} {pub[1]}\n")
             (d / "sshd_config").write_text(SSHD_CONFIG.format(
                 port=self.port, address=node.address, hostkey=hostkey,
-                authorized=authorized, pidfile=d / "sshd.pid"))
+                authorized=authorized, pidfile=d / "sshd.pid",
+                permit_root="prohibit-password" if self.user.uid == 0 else "no"))
             self.procs.append(subprocess.Popen(
                 [str(sshd), "-D", "-f", str(d / "sshd_config"), "-E", str(d / "sshd.log")],
                 stdin=subprocess.DEVNULL, start_new_session=True))
         self.known_hosts.write_text("".join(known))
         self.wait_ready()
         print(f"fleet: {len(self.nodes)} sshd on 127.0.0.2-{self.nodes[-1].address}:{self.port} "
-              f"up in {time.perf_counter() - t0:.1f} s", flush=True)
+              f"up in {time.perf_counter() - t0:.1f} s; tools log in as {self.user.name}", flush=True)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 30
@@ -687,7 +767,7 @@ HostKey {hostkey}
 PidFile {pidfile}
 UsePAM no
 StrictModes no
-PermitRootLogin prohibit-password
+PermitRootLogin {permit_root}
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -753,6 +833,17 @@ class RunContext:
             if sub.is_dir() and not sub.is_symlink():
                 shutil.rmtree(sub)
 
+    def own_roots(self) -> None:
+        """Every node root exists and belongs to the login user, who writes into it over SSH."""
+        user = self.fleet.user
+        self.roots.mkdir(parents=True, exist_ok=True)
+        self.roots.parent.chmod(0o755)
+        for path in [self.roots] + [self.roots / n.name for n in self.nodes]:
+            path.mkdir(exist_ok=True)
+            st = path.stat()
+            if (st.st_uid, st.st_gid) != (user.uid, user.gid):
+                os.chown(path, user.uid, user.gid)
+
 
 def make_tool(name: str, args):
     return {"edgeforge": lambda: Edgeforge(args.edgeforge, force=not args.no_force), "ansible": Ansible, "pyinfra": Pyinfra}[name]()
@@ -793,7 +884,7 @@ class Ansible:
             f"    {n.name}: " + json.dumps({"ansible_host": n.address, **template_vars(n)})
             for n in ctx.nodes)
         common = {
-            "ansible_user": "root",
+            "ansible_user": f.user.name,
             "ansible_port": f.port,
             "ansible_ssh_private_key_file": str(f.client_key),
             "ansible_python_interpreter": "/usr/bin/python3",
@@ -833,7 +924,7 @@ class Pyinfra:
         d, f = ctx.dir, ctx.fleet
         hosts = [(n.name, {"ssh_hostname": n.address, **template_vars(n)}) for n in ctx.nodes]
         group = {
-            "ssh_user": "root",
+            "ssh_user": f.user.name,
             "ssh_port": f.port,
             "ssh_key": str(f.client_key),
             "ssh_known_hosts_file": str(f.known_hosts),
@@ -932,7 +1023,10 @@ def edgeforge_inventory(nodes, fleet: Fleet) -> str:
         "name: fleet-bench",
         "defaults:",
         "  ssh:",
-        "    user: root",
+        f"    user: {json.dumps(fleet.user.name)}",
+        # As Ansible without become and pyinfra without _sudo: the workload writes only
+        # into node roots owned by the login user.
+        "    sudo: { enabled: false }",
         f"    port: {fleet.port}",
         f"    identityFile: {json.dumps(str(fleet.client_key))}",
         "    hostKey:",
@@ -1073,6 +1167,16 @@ class Report:
         tools = {}
         for mm in machines:
             tools.update(mm["tools"])
+        # Invocations before --user existed logged in as root.
+        users = sorted({mm.get("login_user", "root") for mm in machines})
+        if users == ["root"]:
+            login = ["Every tool logs in to the nodes as root, so root's own dotfiles run on every SSH session."]
+        elif len(users) == 1:
+            login = [f"Every tool logs in to the nodes as `{users[0]}`, a dedicated user with the stock /etc/skel",
+                     "dotfiles (as on a real edge node), not as root."]
+        else:
+            login = ["The invocations below logged in to the nodes as different users ("
+                     + ", ".join(f"`{u}`" for u in users) + "); see *Machine*."]
         lines = [
             "# Fleet benchmark: edgeforge, Ansible, pyinfra",
             "",
@@ -1081,6 +1185,7 @@ class Report:
             f"every tool does the same {STEPS_PER_NODE} steps per node (8 templated files, 4 guarded commands,",
             "4 line edits, 2 directories, 2 uploads of 1 MB) into the node's own root directory.",
             "*cold*: node roots wiped before the run; *warm*: the same run again right after, nothing to change.",
+            *login,
             "",
             "Wall and CPU are medians over the successful runs (column *runs*). CPU is user+sys of the",
             "tool's whole process tree on the controller (ssh clients and ControlPersist masters included;",
@@ -1099,10 +1204,10 @@ class Report:
             f"- date: {m['date']}",
             f"- CPU: {m['cpu']}, {m['nproc']} cores available; memory {m['memory_gib']} GiB",
             f"- kernel {m['kernel']}, Python {m['python']}, {m['openssh']}",
-            "- load average (1, 5, 15 min) at start / end, and nice value, of each invocation"
-            " (the machine is shared; other jobs running at the same time add noise):",
-            *[f"  - {mm['date']}: {', '.join(sorted(mm['tools']))}: load {fmt_load(mm['load_before'])}"
-              f" / {fmt_load(mm.get('load_after'))}, nice {mm.get('nice', 0)}"
+            "- login user on the nodes, load average (1, 5, 15 min) at start / end, and nice value, of each"
+            " invocation (the machine is shared; other jobs running at the same time add noise):",
+            *[f"  - {mm['date']}: {', '.join(sorted(mm['tools']))}: as {mm.get('login_user', 'root')},"
+              f" load {fmt_load(mm['load_before'])} / {fmt_load(mm.get('load_after'))}, nice {mm.get('nice', 0)}"
               + (f"; {mm['note']}" if mm.get("note") else "") for mm in machines],
             "- tools: " + ", ".join(f"{v}" for k, v in sorted(tools.items())),
             "",
@@ -1117,7 +1222,9 @@ class Report:
             "  command (one round trip, as Ansible's `creates`).",
             "- edgeforge: `edgeforge --data-dir <workload> apply -i <inventory> --playbook <file> --parallel N",
             "  --state-dir <dir> --force`; `--force` makes warm runs check each node's real state, as the",
-            "  peers do, instead of skipping steps its journal records as applied.",
+            "  peers do, instead of skipping steps its journal records as applied. The playbook sets",
+            "  `become: false` and the inventory `sudo: {enabled: false}`: the steps run as the login user,",
+            "  as Ansible's (no become) and pyinfra's (no sudo) do.",
             "",
             "All runs: " + "; ".join(
                 f"{r['tool']} N={r['nodes']} {r['mode']}: "
