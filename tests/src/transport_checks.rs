@@ -264,8 +264,7 @@ pub async fn interrupted_put_keeps_old_file(t: &dyn Transport, dir: &Path, scrat
         ..old
     };
     // Cut the upload once its temporary file exists, however slow the machine.
-    let upload = t.put(big);
-    tokio::pin!(upload);
+    let mut upload = t.put(big);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         tokio::select! {

@@ -665,7 +665,11 @@ impl Shared {
             && !handler
             && step.register.is_none()
             && run.journal.as_ref().is_some_and(|j| {
-                j.is_applied(&pb.name, &step.name, &Self::journal_hash(run, step, prepared))
+                j.is_applied(
+                    &pb.name,
+                    &step.name,
+                    &Self::journal_hash(run, step, prepared),
+                )
             })
     }
 
@@ -759,10 +763,7 @@ impl Shared {
         }
         let (prepared, in_state) = match pre {
             Some(pre) => pre,
-            None => (
-                step.kind.prepare(&env).map_err(|e| error_chain(&e))?,
-                false,
-            ),
+            None => (step.kind.prepare(&env).map_err(|e| error_chain(&e))?, false),
         };
         if self.journal_skips(run, pb, step, &prepared, handler) {
             return Ok(StepOutcome::Skipped("already applied (journal)".into()));

@@ -281,7 +281,10 @@ async fn placements_in_state_are_confirmed_by_one_probe() {
         ])
     );
     let mode = std::fs::metadata(&b).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
 }
 
 #[tokio::test]
@@ -297,12 +300,9 @@ async fn a_change_before_a_probed_file_makes_it_check_again() {
         "  - name: b.conf\n",
         "  - name: spoil b\n    command: { cmd: \"echo spoiled > {{ root }}/etc/b.conf\" }\n  - name: b.conf\n",
     );
-    ex.run(vec![vec![rig.host("n1", &playbook)]], &forced)
-        .await;
+    ex.run(vec![vec![rig.host("n1", &playbook)]], &forced).await;
     rig.sink.take();
-    let s = ex
-        .run(vec![vec![rig.host("n1", &playbook)]], &forced)
-        .await;
+    let s = ex.run(vec![vec![rig.host("n1", &playbook)]], &forced).await;
     assert_eq!(s.exit_code(), 0, "{}", s.table());
     assert_eq!(
         rig.statuses("n1"),

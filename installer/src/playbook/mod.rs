@@ -358,7 +358,11 @@ handlers:
         assert!(!pb.steps[0].privileged);
         assert!(pb.steps[1].privileged);
         assert!(!pb.handlers[0].privileged);
-        let pb = Playbook::parse("root.yaml", "name: r\nsteps:\n  - name: a\n    command: { cmd: id }\n    become: false\n").unwrap();
+        let pb = Playbook::parse(
+            "root.yaml",
+            "name: r\nsteps:\n  - name: a\n    command: { cmd: id }\n    become: false\n",
+        )
+        .unwrap();
         assert!(!pb.steps[0].privileged);
     }
 

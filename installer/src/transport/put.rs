@@ -483,7 +483,10 @@ mod tests {
         assert!(!probe.unchanged(&a, &sha(b"other\n"), 0o644, None));
         assert!(!probe.unchanged(&a, &sha(b"a\n"), 0o644, Some("nobody-here")));
         for absent in [p("link"), p("sub"), p("missing")] {
-            assert!(!probe.unchanged(&absent, &sha(b"a\n"), 0o644, None), "{absent}");
+            assert!(
+                !probe.unchanged(&absent, &sha(b"a\n"), 0o644, None),
+                "{absent}"
+            );
         }
     }
 
