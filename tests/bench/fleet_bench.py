@@ -951,32 +951,11 @@ class Edgeforge:
                     break
         # the tool runs with another working directory, so a relative --edgeforge must be resolved here
         self.binary = binary.resolve() if binary is not None else None
-        self._help = ""
-        # "playbook": apply --playbook FILE. "layer": no --playbook yet, so the workload
-        # is the `os` layer of the --data-dir (same engine, same playbook, other file name).
-        self._style = ""
 
     def unavailable(self) -> str | None:
         if self.binary is None or not self.binary.exists():
             return ("no edgeforge binary (build it with `cargo build --release -p edgeforge`, "
                     "or pass --edgeforge PATH)")
-        try:
-            out = subprocess.run([str(self.binary), "apply", "--help"], capture_output=True, text=True, timeout=30)
-        except OSError as e:
-            return f"{self.binary} does not run: {e}"
-        self._help = out.stdout + out.stderr
-        if "--parallel" not in self._help:
-            return (f"{self.binary} `apply` has no --parallel yet, so it cannot run the "
-                    "benchmark workload; peers are measured without it")
-        if "--playbook" in self._help:
-            self._style = "playbook"
-        elif "--layer" in self._help and "--data-dir" in self._help:
-            self._style = "layer"
-            print(f"note: {self.binary} `apply` has no --playbook; running the workload as the `os` "
-                  "layer of the benchmark's --data-dir", file=sys.stderr)
-        else:
-            return (f"{self.binary} `apply` has neither --playbook nor --layer, so it cannot run the "
-                    "benchmark workload; peers are measured without it")
         if "debug" in self.binary.parts:
             print(f"warning: {self.binary} is a debug build; its numbers are not representative", file=sys.stderr)
         return None
@@ -991,18 +970,10 @@ class Edgeforge:
         text, count = re.subn(r"(?m)^(  bench_base: ).*$", lambda m: m.group(1) + json.dumps(str(ctx.roots)), text)
         if count != 1:
             raise BenchError("workload/edgeforge.yaml must set `bench_base:` once under `vars:`")
-        argv = [str(self.binary), "--data-dir", str(ctx.workload), "apply", "-i", str(d / "inventory.yaml")]
-        if self._style == "playbook":
-            (d / "playbook.yaml").write_text(text)
-            argv += ["--playbook", str(d / "playbook.yaml")]
-        else:
-            (ctx.workload / "playbooks").mkdir(exist_ok=True)
-            (ctx.workload / "playbooks" / "os.yaml").write_text(text)
-            argv += ["--layer", "os"]
-        argv += ["--parallel", str(ctx.n)]
-        if "--state-dir" in self._help:
-            argv += ["--state-dir", str(d / "state")]
-        if self.force and "--force" in self._help:
+        (d / "playbook.yaml").write_text(text)
+        argv = [str(self.binary), "--data-dir", str(ctx.workload), "apply", "-i", str(d / "inventory.yaml"),
+                "--playbook", str(d / "playbook.yaml"), "--parallel", str(ctx.n), "--state-dir", str(d / "state")]
+        if self.force:
             # Check every node's real state, as the peers do, rather than trust the journal.
             argv.append("--force")
         return argv, _env(XDG_STATE_HOME=d / "xdg-state", NO_COLOR=1), ctx.workload
