@@ -3,32 +3,14 @@
 //! playbooks, and the JSON event log read back. Used by the `apply_*`
 //! suites and the `apply_bench` binary.
 //!
-//! The binary is the one cargo builds in the same target directory
-//! (`target/<profile>/edgeforge`); `cargo test --workspace` builds it, and
-//! `cargo build -p edgeforge` does for a single-package run.
+//! The binary is [`crate::edgeforge_bin`].
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use crate::SshdFleet;
+use crate::{SshdFleet, edgeforge_bin};
 use serde_json::Value;
-
-/// `target/<profile>/edgeforge`, found from this executable (in `deps/` for a test).
-pub fn edgeforge_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the running executable has a path");
-    let mut profile_dir = exe.parent().expect("the executable is in a directory");
-    if profile_dir.ends_with("deps") {
-        profile_dir = profile_dir.parent().expect("deps/ has a parent");
-    }
-    let bin = profile_dir.join("edgeforge");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p edgeforge` (or `cargo test --workspace`) first",
-        bin.display()
-    );
-    bin
-}
 
 /// How nodes are grouped and reached in a generated inventory.
 #[derive(Clone)]

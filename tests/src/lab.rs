@@ -2,7 +2,7 @@
 //! `edgeforge` binary, lab inventories on loopback ports, and plain `ssh`
 //! into the guests with the lab's key and known_hosts (host keys verified).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -52,33 +52,9 @@ pub fn virsh(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The `edgeforge` binary: `$EDGEFORGE_BIN`, else built now with cargo.
-pub fn edgeforge_bin() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("EDGEFORGE_BIN") {
-        return Ok(bin.into());
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace dir")?
-        .to_owned();
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "edgeforge", "--bin", "edgeforge"])
-        .current_dir(&workspace)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build of the edgeforge binary failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    Ok(target.join("debug").join("edgeforge"))
-}
-
 /// Runs `edgeforge ARGS`, returning its output whatever the exit code.
 pub fn edgeforge(args: &[&str]) -> anyhow::Result<Output> {
-    Command::new(edgeforge_bin()?)
+    Command::new(crate::edgeforge_bin())
         .args(args)
         .output()
         .context("running edgeforge")

@@ -11,3 +11,44 @@ pub use sshd::{KeyKind, NodeSpec, SshdFleet, SshdNode};
 pub use sudo_user::SudoUser;
 pub mod http;
 pub mod lab;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The `edgeforge` binary the suites and benchmarks drive: `$EDGEFORGE_BIN`
+/// when set, else `target/<profile>/edgeforge` of the running executable's
+/// profile, brought up to date with `cargo build` once per process (a no-op
+/// after `cargo test --workspace`, which builds it anyway).
+pub fn edgeforge_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("EDGEFORGE_BIN") {
+            return bin.into();
+        }
+        let exe = std::env::current_exe().expect("the running executable has a path");
+        let mut profile_dir = exe.parent().expect("the executable is in a directory");
+        if profile_dir.ends_with("deps") {
+            profile_dir = profile_dir.parent().expect("deps/ has a parent");
+        }
+        let release = profile_dir.ends_with("release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", "edgeforge", "--bin", "edgeforge"])
+            .args(release.then_some("--release"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env(
+                "CARGO_TARGET_DIR",
+                profile_dir
+                    .parent()
+                    .expect("the profile directory has a parent"),
+            )
+            .status()
+            .expect("running cargo build");
+        assert!(
+            status.success(),
+            "cargo build of the edgeforge binary failed"
+        );
+        profile_dir.join("edgeforge")
+    })
+    .clone()
+}

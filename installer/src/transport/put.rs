@@ -133,9 +133,9 @@ pub(crate) async fn put<B: FileBackend>(
 
 /// Places small in-memory content with a single framed command: the script
 /// compares sha256, mode and owner on the host and only writes (temporary
-/// name, chmod/chown, rename) when they differ. The content rides along in
-/// the script as base64 either way (cheaper than a second round trip) and is
-/// decoded only when written, so an unchanged file costs two processes.
+/// name, chown, rename) when they differ. The content rides along in the
+/// script either way (cheaper than a second round trip): quoted text, or
+/// base64 for binary content.
 async fn put_one_trip<B: FileBackend>(
     b: &B,
     req: &PutRequest<'_>,
@@ -163,6 +163,22 @@ async fn put_one_trip<B: FileBackend>(
         }
         None => (String::new(), String::new()),
     };
+    // Text is written by the shell's own printf and a mode without execute
+    // bits comes from the umask, so an unchanged file costs two processes
+    // (sha256sum, stat) and a changed one one more (mv).
+    let write = match std::str::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => format!("printf %s {} > \"$t\"", shell_quote(text)),
+        _ => format!(
+            "printf %s {} | base64 -d > \"$t\"",
+            shell_quote(&data_encoding::BASE64.encode(bytes))
+        ),
+    };
+    let perm = req.mode & 0o7777;
+    let (umask, chmod) = if perm & !0o666 == 0 {
+        (format!("{:03o}", 0o777 & !perm), String::new())
+    } else {
+        ("077".to_string(), format!(" && chmod {mode} \"$t\""))
+    };
     let script = format!(
         "d={d}; f={f}; t={t}\n\
          [ -d \"$d\" ] || {{ echo nodir; exit 0; }}\n\
@@ -170,7 +186,7 @@ async fn put_one_trip<B: FileBackend>(
          && [ \"${{s%% *}}\" = {sha} ] && st=$(stat -c '%a %U:%G %u:%g' \"$f\") \
          && [ \"${{st%% *}}\" = {mode} ]{owner_same}; \
          then echo unchanged; exit 0; fi\n\
-         umask 077; printf %s {data} | base64 -d > \"$t\" && chmod {mode} \"$t\"{chown} && mv -f \"$t\" \"$f\" \
+         umask {umask}; {write}{chmod}{chown} && mv -f \"$t\" \"$f\" \
          || {{ rc=$?; rm -f \"$t\"; exit $rc; }}\n\
          for x in {prefix}*; do [ -e \"$x\" ] && rm -f \"$x\"; done; echo written\n",
         d = shell_quote(dir),
@@ -178,7 +194,6 @@ async fn put_one_trip<B: FileBackend>(
         t = shell_quote(&tmp),
         sha = shell_quote(sha),
         prefix = shell_quote(&tmp_prefix),
-        data = shell_quote(&data_encoding::BASE64.encode(bytes)),
     );
     let out = checked(b, &script, None, req.privileged, "placing", req.path).await?;
     match String::from_utf8_lossy(&out.stdout).lines().last() {
@@ -488,6 +503,40 @@ mod tests {
                 "{absent}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn one_trip_put_keeps_binary_content_and_any_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = LocalTransport::new();
+        let cases: [(&str, &[u8], u32); 4] = [
+            ("bin", b"\0\xff\xfe'\"$(x)`\\\n", 0o640),
+            (
+                "text",
+                "quotes ' \" $HOME `id` \\ \u{e9}\n%s %d".as_bytes(),
+                0o644,
+            ),
+            ("exec", b"#!/bin/sh\necho hi\n", 0o755),
+            ("sticky", b"x", 0o1600),
+        ];
+        for (name, bytes, mode) in cases {
+            let path = dir.path().join(name);
+            let p = path.to_str().unwrap();
+            assert_eq!(
+                t.put(small(p, bytes, mode, None)).await.unwrap(),
+                PutOutcome::Written,
+                "{name}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}");
+            let got = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(got, mode, "{name}");
+            assert_eq!(
+                t.put(small(p, bytes, mode, None)).await.unwrap(),
+                PutOutcome::Unchanged,
+                "{name}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
     }
 
     #[test]

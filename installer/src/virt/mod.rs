@@ -14,7 +14,6 @@
 mod accel;
 pub mod lab;
 mod seed;
-mod templates;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +31,7 @@ pub use accel::{Accel, AccelChoice};
 pub use seed::SeedSpec;
 
 use crate::baseimage::{self, BaseImage};
+use crate::render::{DataDir, Renderer};
 
 /// Default storage pool name.
 pub const DEFAULT_POOL: &str = "edgeforge";
@@ -65,14 +65,9 @@ pub enum VirtError {
         #[source]
         source: virt::error::Error,
     },
-    /// A template failed to render.
-    #[error("rendering template {template} failed: {message}")]
-    Template {
-        /// Template path under templates/.
-        template: String,
-        /// Tera's message chain.
-        message: String,
-    },
+    /// A template failed to load or render.
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
     /// A local file operation failed.
     #[error("{what} {}", path.display())]
     Io {
@@ -148,7 +143,7 @@ type Result<T> = std::result::Result<T, VirtError>;
 pub struct Hypervisor {
     conn: Arc<Connect>,
     uri: String,
-    templates: Arc<templates::Templates>,
+    templates: Arc<Renderer>,
 }
 
 /// A storage pool edgeforge uses.
@@ -315,7 +310,7 @@ impl Hypervisor {
     /// Opens a connection to `uri` with templates from `data_dir` (or the
     /// built-in ones).
     pub async fn connect(uri: &str, data_dir: Option<&Path>) -> Result<Hypervisor> {
-        let templates = Arc::new(templates::Templates::load(data_dir)?);
+        let templates = Arc::new(Renderer::new(&DataDir::new(data_dir))?);
         let owned = uri.to_owned();
         // libvirt prints every error to stderr by default, including the
         // expected "not found" of a lookup; errors reach callers as values.
@@ -495,7 +490,7 @@ impl Hypervisor {
         base: &BaseVolumes,
         accel: Accel,
     ) -> Result<String> {
-        self.templates.render(
+        Ok(self.templates.render(
             "libvirt/domain.xml.tera",
             &serde_json::json!({
                 "domain_type": accel.domain_type(),
@@ -517,7 +512,7 @@ impl Hypervisor {
                 "network": spec.network,
                 "console_log": console_log(&spec.name),
             }),
-        )
+        )?)
     }
 
     /// Starts the defined, stopped domain `name`.
@@ -821,7 +816,7 @@ fn xml_text(xml: &str, tag: &str) -> Option<String> {
 /// Builds the NoCloud seed image of `seed` locally (the file
 /// [`Hypervisor::create_vm`] uploads), for tools that boot qemu themselves.
 pub fn seed_image(data_dir: Option<&Path>, seed: &SeedSpec) -> Result<tempfile::NamedTempFile> {
-    seed::build(&templates::Templates::load(data_dir)?, seed)
+    seed::build(&Renderer::new(&DataDir::new(data_dir))?, seed)
 }
 
 /// Where libvirt's virtlogd writes a VM's serial console on the hypervisor.

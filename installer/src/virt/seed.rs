@@ -9,7 +9,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use super::VirtError;
-use super::templates::Templates;
+use crate::render::Renderer;
 
 /// What goes into a VM's seed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,7 +31,7 @@ pub struct SeedSpec {
 /// Renders the seed files and packs them into a FAT image (kept in a temp
 /// file that disappears when dropped).
 pub(super) fn build(
-    templates: &Templates,
+    templates: &Renderer,
     spec: &SeedSpec,
 ) -> Result<tempfile::NamedTempFile, VirtError> {
     let ctx = serde_json::to_value(spec).unwrap_or_default();
@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn seed_is_a_cidata_fat_image_with_the_rendered_files() {
-        let templates = Templates::load(None).expect("templates");
+        let templates = Renderer::new(&crate::render::DataDir::new(None)).expect("templates");
         let spec = SeedSpec {
             hostname: "node-1".into(),
             instance_id: "lab-node-1-abc".into(),

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use edgeforge_tests::SshdFleet;
-use edgeforge_tests::apply::{FLEET_STEPS, InventoryOpts, Scenario, edgeforge_bin};
+use edgeforge_tests::apply::{FLEET_STEPS, InventoryOpts, Scenario};
+use edgeforge_tests::edgeforge_bin;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
