@@ -5,9 +5,8 @@
 //! three framed commands: one that reports the current
 //! sha256, mode and owner (the only one when nothing changed), the content
 //! written to a temporary name in the destination directory (through the shell
-//! for small in-memory content, through the transport's bulk upload for files
-//! and large content), and one that sets mode and owner and renames the
-//! temporary file into place. A crash before the rename leaves the old file;
+//! up to 2 MiB, through the transport's bulk upload above), and one that sets
+//! mode and owner and renames the temporary file into place. A crash before the rename leaves the old file;
 //! leftovers of an interrupted put are removed by the next put of that path.
 
 use std::io::Read;
@@ -19,8 +18,17 @@ use super::frame::{random_hex, shell_quote};
 use super::{ExecOutput, PutOutcome, PutRequest, PutSource, TransportError};
 
 /// Content up to this size travels inside the framed command (base64 on the
-/// shell's stdin) instead of through a bulk upload.
-const INLINE_LIMIT: usize = 256 * 1024;
+/// shell's stdin) instead of through a bulk upload. Such files (configs,
+/// small binaries) then need no SFTP session: each session is one more login
+/// on the host, whose shell start-up files can cost more than the transfer.
+const INLINE_LIMIT: u64 = 2 * 1024 * 1024;
+
+/// Large transfers in flight at once over all hosts (inline writes above
+/// 256 KiB and SFTP uploads). Each holds up to a few MB (the content and its
+/// base64, or a read buffer plus a channel window of unsent data), so this
+/// bounds the controller's memory on a fleet of hundreds; on one controller
+/// the transfers share the same CPU and uplink anyway.
+pub(crate) static BULK_TRANSFERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
 /// In-memory content up to this size is compared and written in one framed
 /// command (see [`put_one_trip`]).
 const ONE_TRIP_LIMIT: usize = 64 * 1024;
@@ -94,10 +102,43 @@ pub(crate) async fn put<B: FileBackend>(
 
     let tmp_prefix = format!("{}/.{base}.ef-tmp-", dir.trim_end_matches('/'));
     let tmp = format!("{tmp_prefix}{}", random_hex(8));
+    let size = match req.source {
+        PutSource::Bytes(bytes) => bytes.len() as u64,
+        PutSource::File(path) => tokio::fs::metadata(path)
+            .await
+            .map_err(|source| TransportError::Io {
+                context: format!("cannot read {}", path.display()),
+                source,
+            })?
+            .len(),
+    };
+    let _slot = if size > 256 * 1024 {
+        Some(
+            BULK_TRANSFERS
+                .acquire()
+                .await
+                .map_err(|_| TransportError::Other("the transfer limiter is closed".into()))?,
+        )
+    } else {
+        None
+    };
     let staged = req.privileged && b.stages_privileged();
     let mut finalize = String::new();
     match req.source {
-        PutSource::Bytes(bytes) if bytes.len() <= INLINE_LIMIT => {
+        source if size <= INLINE_LIMIT => {
+            let read;
+            let bytes = match source {
+                PutSource::Bytes(bytes) => bytes,
+                PutSource::File(path) => {
+                    read = tokio::fs::read(path)
+                        .await
+                        .map_err(|source| TransportError::Io {
+                            context: format!("cannot read {}", path.display()),
+                            source,
+                        })?;
+                    &read[..]
+                }
+            };
             let write = format!("umask 077; cat > {}", shell_quote(&tmp));
             checked(b, &write, Some(bytes), req.privileged, "writing", req.path).await?;
         }
@@ -537,6 +578,29 @@ mod tests {
             );
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+    }
+
+    #[tokio::test]
+    async fn files_up_to_the_inline_limit_go_through_the_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = LocalTransport::new();
+        for len in [1024 * 1024 + 1, INLINE_LIMIT as usize] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 256) as u8).collect();
+            let src = dir.path().join(format!("src-{len}"));
+            std::fs::write(&src, &data).unwrap();
+            let dest = dir.path().join(format!("dest-{len}"));
+            let req = PutRequest {
+                path: dest.to_str().unwrap(),
+                source: PutSource::File(&src),
+                sha256: None,
+                mode: 0o600,
+                owner: None,
+                privileged: false,
+            };
+            assert_eq!(t.put(req).await.unwrap(), PutOutcome::Written);
+            assert_eq!(std::fs::read(&dest).unwrap(), data);
+            assert_eq!(t.put(req).await.unwrap(), PutOutcome::Unchanged);
+        }
     }
 
     #[test]

@@ -34,12 +34,6 @@ use super::{
     ExecOutput, ExecRequest, PutOutcome, PutRequest, PutSource, Transport, TransportError,
 };
 
-/// Bulk uploads in flight at once over all hosts. Each holds a read buffer
-/// and up to a channel window of unsent data (about 1.3 MB together), so this
-/// bounds the controller's memory on a fleet of hundreds; on one controller
-/// the uploads share the same CPU and uplink anyway.
-static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
-
 /// Framed shells kept per kind (user, root) on one connection.
 const SHELLS_PER_KIND: usize = 2;
 /// One-off exec channels (fallback path) open at once on one connection.
@@ -320,10 +314,6 @@ impl SshTransport {
     }
 
     async fn sftp_upload(&self, source: PutSource<'_>, remote: &str) -> Result<(), TransportError> {
-        let _slot = UPLOADS
-            .acquire()
-            .await
-            .map_err(|_| TransportError::Other("the upload limiter is closed".into()))?;
         let mut guard = self.sftp.lock().await;
         if guard.is_none() {
             let channel = self
