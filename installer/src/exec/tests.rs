@@ -118,6 +118,14 @@ impl Rig {
         }
     }
 
+    /// [`Rig::opts`] with `--force`: every step checks the host.
+    fn forced(&self) -> RunOptions {
+        RunOptions {
+            force: true,
+            ..self.opts()
+        }
+    }
+
     fn statuses(&self, host: &str) -> Vec<(String, StepStatus)> {
         self.sink
             .take()
@@ -176,10 +184,7 @@ async fn first_run_changes_second_is_skipped_by_the_journal_and_force_reruns() {
     assert_eq!(s.hosts[0].changed, 0);
     assert_eq!(read(rig.root("n1").join("marker-runs")), "x\n");
 
-    let forced = RunOptions {
-        force: true,
-        ..rig.opts()
-    };
+    let forced = rig.forced();
     rig.sink.take();
     let s = ex.run(vec![vec![rig.host("n1", PLAYBOOK)]], &forced).await;
     assert_eq!(
@@ -240,10 +245,7 @@ steps:
 async fn placements_in_state_are_confirmed_by_one_probe() {
     let rig = Rig::new();
     let ex = rig.executor();
-    let forced = RunOptions {
-        force: true,
-        ..rig.opts()
-    };
+    let forced = rig.forced();
     ex.run(vec![vec![rig.host("n1", PLACEMENTS)]], &forced)
         .await;
     rig.sink.take();
@@ -291,10 +293,7 @@ async fn placements_in_state_are_confirmed_by_one_probe() {
 async fn a_change_before_a_probed_file_makes_it_check_again() {
     let rig = Rig::new();
     let ex = rig.executor();
-    let forced = RunOptions {
-        force: true,
-        ..rig.opts()
-    };
+    let forced = rig.forced();
     // The command spoils b.conf after the probe found it in state.
     let playbook = PLACEMENTS.replace(
         "  - name: b.conf\n",
