@@ -568,7 +568,8 @@ impl Shared {
         if self.opts.check {
             return pre;
         }
-        let mut places: Vec<(usize, bool)> = Vec::new();
+        // Step index, privileged, and what its destination must hold.
+        let mut places: Vec<(usize, bool, String, u32, Option<String>, String)> = Vec::new();
         for (i, step) in pb.steps.iter().enumerate() {
             if step.register.is_some() {
                 break;
@@ -592,35 +593,35 @@ impl Shared {
             if self.journal_skips(run, pb, step, &prepared, false) {
                 continue;
             }
+            if let Some((dest, mode, owner, sha)) = prepared.placement() {
+                places.push((
+                    i,
+                    step.privileged,
+                    dest.to_string(),
+                    mode,
+                    owner.map(str::to_string),
+                    sha,
+                ));
+            }
             pre[i] = Some((prepared, false));
-            places.push((i, step.privileged));
         }
         // One placement is checked as cheaply by its own put.
         if places.len() < 2 {
             return pre;
         }
         for privileged in [false, true] {
-            let group: Vec<usize> = places
-                .iter()
-                .filter(|(_, p)| *p == privileged)
-                .map(|(i, _)| *i)
-                .collect();
-            let dests: Vec<&str> = group
-                .iter()
-                .filter_map(|i| pre[*i].as_ref()?.0.placement().map(|p| p.0))
-                .collect();
-            if dests.is_empty() {
+            let group: Vec<_> = places.iter().filter(|p| p.1 == privileged).collect();
+            if group.is_empty() {
                 continue;
             }
+            let dests: Vec<&str> = group.iter().map(|p| p.2.as_str()).collect();
             // A failed probe only means each step checks for itself.
             let Ok(probe) = probe_files(run.transport, &dests, privileged).await else {
                 continue;
             };
-            for i in group {
-                if let Some((prepared, in_state)) = pre[i].as_mut()
-                    && let Some((dest, mode, owner, sha)) = prepared.placement()
-                {
-                    *in_state = probe.unchanged(dest, &sha, mode, owner);
+            for (i, _, dest, mode, owner, sha) in group {
+                if let Some((_, in_state)) = pre[*i].as_mut() {
+                    *in_state = probe.unchanged(dest, sha, *mode, owner.as_deref());
                 }
             }
         }
