@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use edgeforge::data::DataDir;
 use edgeforge::exec::events::{Event, EventSink};
-use edgeforge::exec::{Connector, Executor, HostWork, RunOptions};
+use edgeforge::exec::{ConnectError, Connector, ExecTask, Executor, RunOptions, RunSpec, Target};
 use edgeforge::playbook::Playbook;
-use edgeforge::render::{DataDir, Renderer};
+use edgeforge::playbook::kinds::TaskData;
+use edgeforge::render::Renderer;
 use edgeforge::transport::{
     ExecOutput, ExecRequest, PutOutcome, PutRequest, Transport, TransportError,
 };
@@ -55,6 +57,24 @@ impl Transport for InstantTransport {
     }
     fn close(&self) -> BoxFuture<'_, Result<(), TransportError>> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+/// Opens an [`InstantTransport`] for every host.
+struct Instant0;
+
+impl Connector for Instant0 {
+    fn host<'a>(&'a self, _n: &'a str) -> BoxFuture<'a, Result<Arc<dyn Transport>, ConnectError>> {
+        Box::pin(async { Ok(Arc::new(InstantTransport) as Arc<dyn Transport>) })
+    }
+    fn kube<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<kube::Client, ConnectError>> {
+        Box::pin(async move { Err(ConnectError::NotConfigured(t.to_string())) })
+    }
+    fn hypervisor<'a>(
+        &'a self,
+        n: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<edgeforge::virt::Session>, ConnectError>> {
+        Box::pin(async move { Err(ConnectError::NotConfigured(n.to_string())) })
     }
 }
 
@@ -105,35 +125,46 @@ fn main() {
     let data = DataDir::new(Some(dir.path()));
     let renderer = Arc::new(Renderer::new(&data).expect("templates"));
     let pb = Arc::new(Playbook::parse("bench.yaml", &playbook()).expect("playbook"));
-    let hosts = |n: usize| -> Vec<HostWork> {
-        (0..n)
-            .map(|i| HostWork {
-                name: format!("node-{i}"),
+    let hosts = |n: usize| {
+        RunSpec {
+        tasks: (0..n)
+            .map(|i| ExecTask {
+                key: format!("node-{i}/os"),
+                subject: format!("node-{i}"),
                 site: format!("site-{}", i / 3),
+                node: Some(format!("node-{i}")),
+                layer: "os".into(),
+                target: Target::Host(format!("node-{i}")),
+                playbook: pb.clone(),
                 context: json!({"node": {"name": format!("node-{i}")}, "cluster": {"nodes": ["a", "b", "c"]}}),
-                playbooks: vec![pb.clone()],
                 secrets: BTreeMap::new(),
-                requires: Vec::new(),
+                data: TaskData::None,
+                deps: Vec::new(),
             })
-            .collect()
+            .collect(),
+    }
     };
-    let connector: Connector = Arc::new(|_h: &HostWork| {
-        Box::pin(async { Ok(Arc::new(InstantTransport) as Arc<dyn Transport>) })
-    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let executor = Executor::new(renderer, Arc::new(data), connector, Arc::new(Discard));
+    let executor = Executor::new(
+        renderer,
+        Arc::new(data),
+        Arc::new(Instant0),
+        Arc::new(Discard),
+    );
     let opts = RunOptions {
-        journal_dir: Some(dir.path().join("journal")),
+        state_dir: Some(dir.path().join("state")),
         ..RunOptions::default()
     };
     let steps = 20.0 * 20.0;
     println!("engine overhead, 20 hosts x 20 steps, instant transport (no network)");
     for label in ["cold (no journal yet)", "warm (journal skips)"] {
         let t = Instant::now();
-        let s = rt.block_on(executor.run(vec![hosts(20)], &opts));
+        let s = rt
+            .block_on(executor.run(hosts(20), &opts))
+            .expect("the run starts");
         let el = t.elapsed();
         assert_eq!(s.exit_code(), 0, "{}", s.table());
         println!(

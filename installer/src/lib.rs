@@ -3,22 +3,32 @@
 //! virtualization layer, k3s, and registration into a federation host.
 //!
 //! The data flows one way: [`inventory`] (parse and validate) → [`plan`]
-//! (a DAG of tasks) → [`exec`] (walks the DAG) → step kinds from
-//! [`playbook`] → [`transport`] (SSH). I/O lives only in transport, exec,
-//! artifacts and virt; inventory, plan, playbook and render are pure.
+//! (a DAG of tasks) → [`exec`] (walks the DAG, one target per task) → step
+//! kinds from [`playbook`] → the outside world behind [`transport`] (SSH),
+//! [`virt`] (libvirt) and [`kube`] (Kubernetes APIs). [`inventory`], [`plan`],
+//! [`context`], [`render`] and the playbook format are pure; I/O lives in
+//! transport, virt, kube, artifacts, exec and the step kinds. [`data`] is the
+//! one reader of the project's data files, [`state`] the one home of the state
+//! directory, [`error`] the one error type commands end with.
 
 pub mod artifacts;
-pub mod baseimage;
 pub mod cli;
+pub mod context;
 pub mod data;
+pub mod error;
 pub mod exec;
 pub mod facts;
 pub mod inventory;
+pub mod kube;
 pub mod plan;
 pub mod playbook;
 pub mod render;
+pub mod sh;
+pub mod state;
 pub mod transport;
+pub mod virt;
+
+pub use error::Error;
 
 #[cfg(test)]
 mod testutil;
-pub mod virt;

@@ -4,53 +4,38 @@
 //! given, else the copy embedded at build time). Strings inside playbooks
 //! (`{{ node.name }}` in a parameter, `when:` expressions) go through the same
 //! environment. Undefined variables are errors that name the variable, the
-//! template and the line. The context a host sees is built here too
-//! ([`inventory_context`]): `site`, `cluster` (with all its nodes), `node`,
-//! `defaults`, plus `facts` and `vars` added by the executor.
+//! template and the line. Values reach files and commands escaped for where
+//! they land: `{{ v | quote }}` makes one inert shell word, `{{ v | yaml }}`
+//! a YAML value (a JSON scalar, list or map, which YAML reads as written), so
+//! no inventory value is ever pasted raw into a command or a YAML file.
+//!
+//! A leaf: it knows templates and JSON contexts, nothing of playbooks,
+//! inventories or hosts.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::inventory::{Inventory, NodeView};
+use crate::data::{DataDir, DataError};
 
-/// Where data files (playbooks/, templates/, images/) are read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataDir {
-    /// The copy embedded in the binary at build time.
-    Embedded,
-    /// A directory given with `--data-dir`.
-    Dir(PathBuf),
-}
-
-/// Errors of reading data files and rendering templates.
+/// Errors of rendering templates and expressions.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// A data file is not in the data directory.
+    /// A template file could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A template the caller named is not loaded.
     #[error(
-        "data file {path} not found in {where_}; check the name or pass --data-dir with a directory that has it"
+        "template {name} not found in {where_}; check the name or pass --data-dir with a directory that has it"
     )]
-    NotFound {
-        /// Path relative to the data directory, e.g. `templates/os/hosts.j2`.
-        path: String,
-        /// Which data directory was searched.
+    NoTemplate {
+        /// Name below templates/, e.g. `os/hosts.j2`.
+        name: String,
+        /// Which data directory, and who asked.
         where_: String,
     },
-    /// A data file could not be read.
-    #[error("reading data file {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A data file is not UTF-8.
-    #[error("data file {0} is not UTF-8 text")]
-    NotUtf8(String),
     /// A variable the template uses is not defined.
     #[error(
         "{template}{line}: variable `{variable}` is not defined; define it (inventory, playbook vars) or guard it with `{{% if {variable} is defined %}}`",
@@ -82,120 +67,6 @@ pub enum RenderError {
     },
 }
 
-impl DataDir {
-    /// The override directory when given, else the embedded data.
-    pub fn new(dir: Option<&Path>) -> DataDir {
-        dir.map_or(DataDir::Embedded, |d| DataDir::Dir(d.to_path_buf()))
-    }
-
-    /// Reads `rel` (e.g. `playbooks/os.yaml`) as text.
-    pub fn read_text(&self, rel: &str) -> Result<String, RenderError> {
-        let bytes = self.read(rel)?;
-        String::from_utf8(bytes).map_err(|_| RenderError::NotUtf8(rel.to_string()))
-    }
-
-    /// Reads `rel` (e.g. `templates/os/hosts.j2`) as bytes.
-    pub fn read(&self, rel: &str) -> Result<Vec<u8>, RenderError> {
-        match self {
-            DataDir::Embedded => embedded_file(rel)
-                .map(|f| f.contents().to_vec())
-                .ok_or_else(|| self.not_found(rel)),
-            DataDir::Dir(dir) => {
-                let path = dir.join(rel);
-                match std::fs::read(&path) {
-                    Ok(b) => Ok(b),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.not_found(rel)),
-                    Err(source) => Err(RenderError::Read { path, source }),
-                }
-            }
-        }
-    }
-
-    /// The on-disk path of `rel` when the data is a directory (for streaming uploads).
-    pub fn path_of(&self, rel: &str) -> Option<PathBuf> {
-        match self {
-            DataDir::Embedded => None,
-            DataDir::Dir(dir) => Some(dir.join(rel)),
-        }
-    }
-
-    /// Every file under `sub` (e.g. `templates`), as paths relative to the data directory.
-    pub fn list(&self, sub: &str) -> Result<Vec<String>, RenderError> {
-        let mut out = Vec::new();
-        match self {
-            DataDir::Embedded => {
-                let root = match sub {
-                    "playbooks" => &crate::data::PLAYBOOKS,
-                    "templates" => &crate::data::TEMPLATES,
-                    "images" => &crate::data::IMAGES,
-                    _ => return Ok(out),
-                };
-                collect_embedded(root, sub, &mut out);
-            }
-            DataDir::Dir(dir) => collect_dir(dir, &dir.join(sub), &mut out)?,
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    fn not_found(&self, rel: &str) -> RenderError {
-        let where_ = match self {
-            DataDir::Embedded => "the data built into edgeforge".to_string(),
-            DataDir::Dir(d) => d.display().to_string(),
-        };
-        RenderError::NotFound {
-            path: rel.to_string(),
-            where_,
-        }
-    }
-}
-
-fn embedded_file(rel: &str) -> Option<&'static include_dir::File<'static>> {
-    let (top, rest) = rel.split_once('/')?;
-    let root = match top {
-        "playbooks" => &crate::data::PLAYBOOKS,
-        "templates" => &crate::data::TEMPLATES,
-        "images" => &crate::data::IMAGES,
-        _ => return None,
-    };
-    root.get_file(rest)
-}
-
-fn collect_embedded(dir: &include_dir::Dir<'static>, prefix: &str, out: &mut Vec<String>) {
-    for f in dir.files() {
-        out.push(format!("{prefix}/{}", f.path().display()));
-    }
-    for d in dir.dirs() {
-        collect_embedded(d, prefix, out);
-    }
-}
-
-fn collect_dir(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), RenderError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(RenderError::Read {
-                path: dir.to_path_buf(),
-                source,
-            });
-        }
-    };
-    for entry in entries {
-        let entry = entry.map_err(|source| RenderError::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = entry.path();
-        if path.is_dir() {
-            collect_dir(base, &path, out)?;
-        } else if let Ok(rel) = path.strip_prefix(base) {
-            out.push(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    Ok(())
-}
-
 /// The program's tera environment: every template of the data directory plus
 /// inline strings from playbooks, registered on first use.
 pub struct Renderer {
@@ -215,6 +86,8 @@ impl Renderer {
     pub fn new(data: &DataDir) -> Result<Renderer, RenderError> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
+        tera.register_filter("quote", quote_filter);
+        tera.register_filter("yaml", yaml_filter);
         let mut sources = HashMap::new();
         for rel in data.list("templates")? {
             let Some(name) = rel.strip_prefix("templates/") else {
@@ -239,8 +112,8 @@ impl Renderer {
         let ctx = to_context(name, ctx)?;
         let tera = self.tera.read().unwrap_or_else(|p| p.into_inner());
         if tera.get_template(name).is_err() {
-            return Err(RenderError::NotFound {
-                path: format!("templates/{name}"),
+            return Err(RenderError::NoTemplate {
+                name: name.to_string(),
                 where_: "the data directory".into(),
             });
         }
@@ -276,39 +149,18 @@ impl Renderer {
         Ok(key)
     }
 
-    /// Checks a playbook before it runs: every string and `when` parses and
-    /// every template a `template` step names (literally) exists.
-    pub fn check_playbook(&self, pb: &crate::playbook::Playbook) -> Result<(), RenderError> {
-        for step in pb.steps.iter().chain(&pb.handlers) {
-            let origin = format!("{} step '{}'", pb.source, step.name);
-            if let Some(w) = &step.when {
-                self.compile_str(&origin, &when_source(w))?;
-            }
-            let params = serde_json::to_value(&step.kind).unwrap_or_default();
-            let mut strings = Vec::new();
-            collect_strings(&params, &mut strings);
-            for s in strings
-                .into_iter()
-                .filter(|s| s.contains("{{") || s.contains("{%"))
-            {
-                self.compile_str(&origin, s)?;
-            }
-            if let crate::playbook::StepKind::Template(t) = &step.kind
-                && !t.src.contains("{{")
-                && self
-                    .tera
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_template(&t.src)
-                    .is_err()
-            {
-                return Err(RenderError::NotFound {
-                    path: format!("templates/{}", t.src),
-                    where_: format!("the data directory ({origin} uses it)"),
-                });
-            }
-        }
-        Ok(())
+    /// Whether the template `name` (a path below templates/) is loaded.
+    pub fn has_template(&self, name: &str) -> bool {
+        self.tera
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_template(name)
+            .is_ok()
+    }
+
+    /// Parses a `when` expression once, as [`Renderer::compile_str`] does for strings.
+    pub fn compile_when(&self, origin: &str, expr: &str) -> Result<(), RenderError> {
+        self.compile_str(origin, &when_source(expr)).map(|_| ())
     }
 
     /// Evaluates a `when` expression (tera syntax) to true or false.
@@ -348,63 +200,8 @@ impl Renderer {
     }
 }
 
-/// The inventory part of a host's context: `inventory` (name), `site`,
-/// `cluster` (name and all its nodes), `node` (effective settings) and `defaults`.
-pub fn inventory_context(inv: &Inventory, view: &NodeView<'_>) -> Value {
-    let node_json = |v: &NodeView<'_>| {
-        json!({
-            "name": v.node.name.value,
-            "role": v.node.role,
-            "address": v.node.address.value,
-            "labels": v.labels,
-            "hypervisor_host": v.node.hypervisor_host,
-            "ssh_user": v.ssh.user.as_ref().map_or("root", |u| u.as_str()),
-            "k3s": {
-                "cluster_cidr": v.k3s.cluster_cidr.as_ref().map(|s| s.value.clone()),
-                "service_cidr": v.k3s.service_cidr.as_ref().map(|s| s.value.clone()),
-                "tls_san": v.k3s.tls_san.as_ref().map(|l| l.iter().map(|s| s.value.clone()).collect::<Vec<_>>()),
-            },
-            "vm": v.vm,
-        })
-    };
-    let site = view.site;
-    let cluster_nodes: Vec<Value> = inv
-        .nodes()
-        .filter(|v| std::ptr::eq(v.site, site))
-        .map(|v| node_json(&v))
-        .collect();
-    json!({
-        "inventory": { "name": inv.name.as_ref().map(|n| n.value.clone()) },
-        "site": {
-            "name": site.name.value,
-            "region": site.region,
-            "zone": site.zone,
-            "labels": site.labels,
-        },
-        "cluster": {
-            "name": Inventory::cluster_name(site),
-            "nodes": cluster_nodes,
-        },
-        "node": node_json(view),
-        "defaults": { "labels": inv.defaults.labels, "vm": inv.defaults.vm },
-        "versions": {
-            "k3s": inv.versions.k3s.as_ref().map(|s| s.value.clone()),
-            "os_image": inv.versions.os_image.as_ref().map(|s| s.value.clone()),
-        },
-    })
-}
-
 fn when_source(expr: &str) -> String {
     format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}")
-}
-
-fn collect_strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
-    match v {
-        Value::String(s) => out.push(s),
-        Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
-        Value::Object(map) => map.values().for_each(|i| collect_strings(i, out)),
-        _ => {}
-    }
 }
 
 fn to_context(template: &str, ctx: &Value) -> Result<tera::Context, RenderError> {
@@ -412,6 +209,29 @@ fn to_context(template: &str, ctx: &Value) -> Result<tera::Context, RenderError>
         template: template.to_string(),
         message: format!("the context is not a map: {e}"),
     })
+}
+
+/// `{{ v | quote }}`: the value as one POSIX shell word.
+fn quote_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Bool(_) | Value::Number(_) => value.to_string(),
+        _ => {
+            return Err(tera::Error::msg(
+                "`quote` takes a string, number or boolean; join a list first (`| join(sep=\" \")`)",
+            ));
+        }
+    };
+    Ok(Value::String(crate::sh::quote(&text)))
+}
+
+/// `{{ v | yaml }}`: the value as a YAML value: JSON text, which YAML 1.2
+/// reads as exactly this value whatever quotes, newlines or braces it holds.
+fn yaml_filter(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    serde_json::to_string(value)
+        .map(Value::String)
+        .map_err(|e| tera::Error::msg(format!("`yaml` cannot encode the value: {e}")))
 }
 
 /// Turns tera's error chain into one sentence with the variable and line.
@@ -463,6 +283,7 @@ fn find_line(source: &str, var: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn renderer_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Renderer) {
         let dir = tempfile::tempdir().unwrap();
@@ -537,35 +358,6 @@ mod tests {
     }
 
     #[test]
-    fn playbooks_are_checked_before_they_run() {
-        let (_d, r) = renderer_with(&[("ok.j2", "x")]);
-        let pb = |step: &str| {
-            crate::playbook::Playbook::parse(
-                "p.yaml",
-                &format!("name: p\nsteps:\n  - name: s\n    {step}\n"),
-            )
-            .unwrap()
-        };
-        r.check_playbook(&pb("template: { src: ok.j2, dest: /x }"))
-            .unwrap();
-        let err = r
-            .check_playbook(&pb("template: { src: missing.j2, dest: /x }"))
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("templates/missing.j2 not found"),
-            "{err}"
-        );
-        let err = r
-            .check_playbook(&pb("file: { path: '/{{ node.name' }"))
-            .unwrap_err();
-        assert!(err.to_string().starts_with("p.yaml step 's': "), "{err}");
-        let err = r
-            .check_playbook(&pb("file: { path: /x }\n    when: facts.a =="))
-            .unwrap_err();
-        assert!(err.to_string().starts_with("p.yaml step 's': "), "{err}");
-    }
-
-    #[test]
     fn syntax_errors_name_the_template() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("templates")).unwrap();
@@ -575,14 +367,29 @@ mod tests {
     }
 
     #[test]
-    fn missing_data_file_says_where_it_looked() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = DataDir::new(Some(dir.path()))
-            .read("playbooks/nope.yaml")
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("playbooks/nope.yaml not found in"),
-            "{err}"
-        );
+    fn quote_and_yaml_filters_keep_hostile_values_intact_and_inert() {
+        let (_d, r) = renderer_with(&[(
+            "t.yaml.j2",
+            "key: {{ v | yaml }}\nlist: {{ l | yaml }}\nmap:\n  n: {{ n | yaml }}\n",
+        )]);
+        let hostile = "a'b\"c $(touch /tmp/ef-x) `id` {{ node }} # no comment\n- line2: x";
+        let ctx = json!({"v": hostile, "l": ["x", "y: z"], "n": 3});
+        let out = r.render("t.yaml.j2", &ctx).unwrap();
+        let doc: serde_json::Value = serde_saphyr::from_str(&out).unwrap();
+        assert_eq!(doc["key"], hostile);
+        assert_eq!(doc["list"], json!(["x", "y: z"]));
+        assert_eq!(doc["map"]["n"], 3);
+        let cmd = r
+            .render_str("o", "printf %s {{ v | quote }}", &ctx)
+            .unwrap();
+        let printed = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(printed.stdout).unwrap(), hostile);
+        assert!(!std::path::Path::new("/tmp/ef-x").exists());
+        let err = r.render_str("o", "{{ l | quote }}", &json!({"l": [1]}));
+        assert!(err.unwrap_err().to_string().contains("join a list first"));
     }
 }

@@ -1,24 +1,24 @@
-//! Test helpers (compiled only for unit tests): a transport that runs every
-//! request on this machine with `sh`, one process per request. Tests point
-//! steps at paths inside their own temp directories.
+//! Test helpers (compiled only for unit tests), in the style of a recording
+//! seam: [`ShellTransport`] wraps the real [`LocalTransport`] (framed shells,
+//! the real `put` with its sha256 check and atomic rename), counts and records
+//! the requests that reach it, and injects failures. Tests point steps at
+//! paths inside their own temp directories.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::future::BoxFuture;
-use sha2::{Digest, Sha256};
 
+use crate::playbook::kinds::{Reach, StepError};
 use crate::transport::{
-    ExecOutput, ExecRequest, PutOutcome, PutRequest, PutSource, Transport, TransportError,
+    ExecOutput, ExecRequest, LocalTransport, PutOutcome, PutRequest, Transport, TransportError,
 };
 
-/// Runs requests locally through `sh -c`; counts round trips; can be told to
-/// fail every request after the N-th (a host that dies mid-run).
-#[derive(Default)]
+/// The real local transport, with its requests counted and recorded, and a
+/// switch that fails every request after the N-th (a host that dies mid-run).
 pub struct ShellTransport {
-    /// Prepended to PATH: a directory of stand-in commands (systemctl, apt-get, ...).
-    pub fake_bin: Option<PathBuf>,
+    inner: LocalTransport,
     /// Requests made so far (exec + put + get).
     pub round_trips: AtomicUsize,
     /// Fail every request after this many.
@@ -27,12 +27,32 @@ pub struct ShellTransport {
     pub scripts: Mutex<Vec<String>>,
 }
 
+impl Default for ShellTransport {
+    fn default() -> Self {
+        ShellTransport::wrap(LocalTransport::new())
+    }
+}
+
 impl ShellTransport {
-    /// A transport with stand-in commands from `fake_bin`.
+    /// A transport whose shells find stand-in commands (systemctl, apt-get, ...) in `dir` first.
     pub fn with_fake_bin(dir: PathBuf) -> ShellTransport {
+        ShellTransport::wrap(LocalTransport::with_path_prefix(&dir))
+    }
+
+    /// A transport that fails every request after the first `n`.
+    pub fn failing_after(n: usize) -> ShellTransport {
         ShellTransport {
-            fake_bin: Some(dir),
+            fail_after: Some(n),
             ..ShellTransport::default()
+        }
+    }
+
+    fn wrap(inner: LocalTransport) -> ShellTransport {
+        ShellTransport {
+            inner,
+            round_trips: AtomicUsize::new(0),
+            fail_after: None,
+            scripts: Mutex::new(Vec::new()),
         }
     }
 
@@ -55,101 +75,50 @@ impl Transport for ShellTransport {
     ) -> BoxFuture<'a, Result<ExecOutput, TransportError>> {
         Box::pin(async move {
             self.count()?;
-            self.scripts.lock().unwrap().push(req.script.to_string());
-            // Like a real remote shell reading its commands, the script is not
-            // on the command line: it is read from a file.
-            let script_file = tempfile::NamedTempFile::new().map_err(|e| TransportError::Io {
-                context: "writing the script".into(),
-                source: e,
-            })?;
-            std::fs::write(script_file.path(), req.script).map_err(|e| TransportError::Io {
-                context: "writing the script".into(),
-                source: e,
-            })?;
-            let mut cmd = tokio::process::Command::new("sh");
-            cmd.arg(script_file.path());
-            if let Some(bin) = &self.fake_bin {
-                let path = std::env::var("PATH").unwrap_or_default();
-                cmd.env("PATH", format!("{}:{path}", bin.display()));
-            }
-            cmd.stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            let io = |e| TransportError::Io {
-                context: "running sh".into(),
-                source: e,
-            };
-            let mut child = cmd.spawn().map_err(io)?;
-            if let Some(mut stdin) = child.stdin.take() {
-                use tokio::io::AsyncWriteExt;
-                if let Some(bytes) = req.stdin {
-                    // A script that exits without reading its input is fine.
-                    match stdin.write_all(bytes).await {
-                        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(io(e)),
-                        _ => {}
-                    }
-                }
-            }
-            let out = child.wait_with_output().await.map_err(io)?;
-            Ok(ExecOutput {
-                status: out.status.code().unwrap_or(128),
-                stdout: out.stdout,
-                stderr: out.stderr,
-            })
+            self.scripts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(req.script.to_string());
+            self.inner.exec(req).await
         })
     }
 
     fn put<'a>(&'a self, req: PutRequest<'a>) -> BoxFuture<'a, Result<PutOutcome, TransportError>> {
         Box::pin(async move {
-            use std::os::unix::fs::PermissionsExt;
             self.count()?;
-            let io = |e| TransportError::Io {
-                context: format!("writing {}", req.path),
-                source: e,
-            };
-            let bytes = match req.source {
-                PutSource::Bytes(b) => b.to_vec(),
-                PutSource::File(p) => std::fs::read(p).map_err(io)?,
-            };
-            let same_content = std::fs::read(req.path)
-                .map(|old| Sha256::digest(&old) == Sha256::digest(&bytes))
-                .unwrap_or(false);
-            let same_mode = std::fs::metadata(req.path)
-                .map(|m| m.permissions().mode() & 0o7777 == req.mode)
-                .unwrap_or(false);
-            if same_content && same_mode {
-                return Ok(PutOutcome::Unchanged);
-            }
-            let tmp = format!("{}.ef-tmp", req.path);
-            std::fs::write(&tmp, &bytes).map_err(io)?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(req.mode))
-                .map_err(io)?;
-            std::fs::rename(&tmp, req.path).map_err(io)?;
-            Ok(PutOutcome::Written)
+            self.inner.put(req).await
         })
     }
 
     fn get<'a>(
         &'a self,
         path: &'a str,
-        _privileged: bool,
+        privileged: bool,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, TransportError>> {
         Box::pin(async move {
             self.count()?;
-            match std::fs::read(path) {
-                Ok(b) => Ok(Some(b)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(TransportError::Io {
-                    context: format!("reading {path}"),
-                    source: e,
-                }),
-            }
+            self.inner.get(path, privileged).await
         })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), TransportError>> {
-        Box::pin(async { Ok(()) })
+        self.inner.close()
     }
+}
+
+/// A [`Reach`] for steps tested alone: there is nothing beyond their target.
+pub struct NoReach;
+
+impl Reach for NoReach {
+    fn node_host(&self) -> BoxFuture<'_, Result<std::sync::Arc<dyn Transport>, StepError>> {
+        Box::pin(async { Err(StepError::Invalid("no node host in this test".into())) })
+    }
+
+    fn reconnect_host(&self) -> BoxFuture<'_, Result<(), StepError>> {
+        Box::pin(async { Err(StepError::Invalid("no node host in this test".into())) })
+    }
+
+    fn progress(&self, _message: &str) {}
 }
 
 /// Writes an executable stand-in command `name` with the given sh body into `dir`.

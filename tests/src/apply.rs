@@ -188,11 +188,11 @@ impl Run {
         }
     }
 
-    /// `step_finished` events, optionally of one host.
+    /// `step_finished` events, optionally of one node (its `subject`).
     pub fn steps<'a>(&'a self, host: Option<&'a str>) -> impl Iterator<Item = &'a Value> + 'a {
-        self.events
-            .iter()
-            .filter(move |e| e["event"] == "step_finished" && host.is_none_or(|h| e["host"] == h))
+        self.events.iter().filter(move |e| {
+            e["event"] == "step_finished" && host.is_none_or(|h| e["subject"] == h)
+        })
     }
 
     /// How many `step_finished` events have this status.
@@ -209,11 +209,12 @@ impl Run {
             .to_string()
     }
 
-    /// The `host_finished` event of a host.
+    /// The last `task_finished` event of a node (with `--playbook`, its only task).
     pub fn host(&self, host: &str) -> Option<&Value> {
         self.events
             .iter()
-            .find(|e| e["event"] == "host_finished" && e["host"] == host)
+            .rev()
+            .find(|e| e["event"] == "task_finished" && e["subject"] == host)
     }
 
     /// The `run_finished` event.

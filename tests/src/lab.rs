@@ -60,6 +60,22 @@ pub fn edgeforge(args: &[&str]) -> anyhow::Result<Output> {
         .context("running edgeforge")
 }
 
+/// Runs `edgeforge ARGS` with its state (lock, journals, outputs, lab keys)
+/// under `state_home` (as `XDG_STATE_HOME`), whatever the exit code.
+pub fn edgeforge_in(state_home: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    Command::new(crate::edgeforge_bin())
+        .env("XDG_STATE_HOME", state_home)
+        .args(args)
+        .output()
+        .context("running edgeforge")
+}
+
+/// Where lab `lab`'s login key and known_hosts are when edgeforge runs with
+/// `XDG_STATE_HOME=state_home` ([`edgeforge_in`]); what [`ssh`] takes.
+pub fn lab_keys(state_home: &Path, lab: &str) -> std::path::PathBuf {
+    state_home.join("edgeforge").join("lab").join(lab)
+}
+
 /// One lab VM for [`lab_inventory`].
 #[derive(Debug, Clone)]
 pub struct LabNode {

@@ -65,7 +65,7 @@ fn unreachable_hosts_fail_fast_max_fail_and_limit() {
     for h in ["node0", "node1"] {
         let e = run
             .host(h)
-            .unwrap_or_else(|| panic!("no host_finished for {h}\n{}", run.dump()));
+            .unwrap_or_else(|| panic!("no task_finished for {h}\n{}", run.dump()));
         let err = e["error"].as_str().unwrap_or_default();
         assert!(err.contains("127.0.0."), "{h}: {err}");
         assert!(
@@ -82,8 +82,8 @@ fn unreachable_hosts_fail_fast_max_fail_and_limit() {
             fs::read_to_string(fleet.node(h[4..].parse().unwrap()).root().join("last")).is_ok()
         );
     }
-    assert_eq!(run.finished()["ok_hosts"], 2);
-    assert_eq!(run.finished()["failed_hosts"], 2);
+    assert_eq!(run.finished()["ok_tasks"], 2);
+    assert_eq!(run.finished()["failed_tasks"], 2);
     // Refused connections fail at once, not after the 10 s connect timeout.
     eprintln!("run with two closed ports took {took:?}");
 
@@ -94,7 +94,7 @@ fn unreachable_hosts_fail_fast_max_fail_and_limit() {
         &["--parallel", "1", "--max-fail", "0", "--force"],
     );
     assert_eq!(run.code, 1, "{}", run.dump());
-    assert_eq!(run.finished()["failed_hosts"], 1, "{}", run.dump());
+    assert_eq!(run.finished()["failed_tasks"], 1, "{}", run.dump());
     assert_eq!(run.finished()["not_started"], 3, "{}", run.dump());
     assert!(run.stdout.contains("not started"), "{}", run.stdout);
 
@@ -104,7 +104,7 @@ fn unreachable_hosts_fail_fast_max_fail_and_limit() {
     assert_eq!(
         run.events
             .iter()
-            .filter(|e| e["event"] == "host_started")
+            .filter(|e| e["event"] == "task_started")
             .count(),
         2
     );

@@ -205,7 +205,7 @@ fn twenty_nodes_twenty_steps_reapplied_change_nothing() {
     let first = sc.apply(&pb, "first.jsonl", &[]);
     assert_eq!(first.code, 0, "{}", first.dump());
     assert_eq!(first.count("changed"), total, "{}", first.dump());
-    assert_eq!(first.finished()["ok_hosts"], 20);
+    assert_eq!(first.finished()["ok_tasks"], 20);
 
     let second = sc.apply(&pb, "second.jsonl", &[]);
     assert_eq!(second.code, 0, "{}", second.dump());

@@ -4,10 +4,26 @@
 //! It cannot upload volumes (virStorageVolUpload is unsupported there), so
 //! uploads are covered by the end-to-end test against a real libvirtd.
 
-use edgeforge::virt::lab::{self, HostPlan, LabVm, VmAction};
-use edgeforge::virt::{
-    Accel, BaseVolumes, Hypervisor, NicSpec, PoolRef, VirtError, VmSpec, VmState,
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use edgeforge::data::DataDir;
+use edgeforge::exec::events::{Event, EventSink, StepStatus};
+use edgeforge::exec::{
+    ConnectError, Connector, ExecTask, Executor, RunOptions, RunSpec, Target, TaskOutcome,
 };
+use edgeforge::playbook::Playbook;
+use edgeforge::playbook::kinds::TaskData;
+use edgeforge::playbook::kinds::vm::VmTask;
+use edgeforge::render::Renderer;
+use edgeforge::transport::Transport;
+use edgeforge::virt::baseimage::{BaseImage, BuildOutcome, IMAGE_FILE, INITRD_FILE, KERNEL_FILE};
+use edgeforge::virt::lab::{self, HostPlan, LabVm};
+use edgeforge::virt::{
+    Accel, AccelChoice, BaseVolumes, Hypervisor, NicSpec, PoolRef, Ready, Session, VirtError,
+    VmSpec, VmState,
+};
+use futures_util::future::BoxFuture;
 
 const URI: &str = "test:///default";
 
@@ -59,7 +75,9 @@ async fn pool(hv: &Hypervisor, name: &str) -> PoolRef {
 
 #[tokio::test]
 async fn pool_is_defined_once_and_reused() {
-    let hv = Hypervisor::connect(URI, None).await.expect("connect");
+    let hv = Hypervisor::connect(URI, &DataDir::Embedded)
+        .await
+        .expect("connect");
     let first = pool(&hv, "ef-pool-once").await;
     let again = pool(&hv, "ef-pool-once").await;
     assert_eq!(first, again);
@@ -74,7 +92,7 @@ async fn pool_is_defined_once_and_reused() {
 
 #[tokio::test]
 async fn connect_error_names_the_uri() {
-    let err = Hypervisor::connect("test:///nonexistent/file.xml", None)
+    let err = Hypervisor::connect("test:///nonexistent/file.xml", &DataDir::Embedded)
         .await
         .err()
         .expect("must fail");
@@ -87,7 +105,9 @@ async fn connect_error_names_the_uri() {
 
 #[tokio::test]
 async fn vm_lifecycle_records_spec_and_cleans_up() {
-    let hv = Hypervisor::connect(URI, None).await.expect("connect");
+    let hv = Hypervisor::connect(URI, &DataDir::Embedded)
+        .await
+        .expect("connect");
     let pool = pool(&hv, "ef-life").await;
     let spec = spec("ef-life-n1", "life", 2301);
     create_volume(&pool.name, &spec.seed_volume());
@@ -95,6 +115,13 @@ async fn vm_lifecycle_records_spec_and_cleans_up() {
         .await
         .expect("define");
 
+    let status = hv
+        .vm_status(&spec.name)
+        .await
+        .expect("status")
+        .expect("defined");
+    assert_eq!(status.state, VmState::Shutoff, "defined, not started");
+    hv.start_vm(&spec.name).await.expect("start");
     let status = hv
         .vm_status(&spec.name)
         .await
@@ -135,7 +162,9 @@ async fn vm_lifecycle_records_spec_and_cleans_up() {
 
 #[tokio::test]
 async fn domain_xml_follows_accel_and_network() {
-    let hv = Hypervisor::connect(URI, None).await.expect("connect");
+    let hv = Hypervisor::connect(URI, &DataDir::Embedded)
+        .await
+        .expect("connect");
     let pool = PoolRef {
         name: "p".into(),
         path: "/p".into(),
@@ -170,7 +199,9 @@ async fn domain_xml_follows_accel_and_network() {
 
 #[tokio::test]
 async fn bad_names_and_small_disks_are_refused() {
-    let hv = Hypervisor::connect(URI, None).await.expect("connect");
+    let hv = Hypervisor::connect(URI, &DataDir::Embedded)
+        .await
+        .expect("connect");
     let pool = pool(&hv, "ef-refuse").await;
     let bad = spec("Bad_Name", "refuse", 2303);
     let err = hv
@@ -197,10 +228,12 @@ async fn bad_names_and_small_disks_are_refused() {
 
 #[tokio::test]
 async fn base_volumes_already_in_the_pool_are_not_uploaded_again() {
-    let hv = Hypervisor::connect(URI, None).await.expect("connect");
+    let hv = Hypervisor::connect(URI, &DataDir::Embedded)
+        .await
+        .expect("connect");
     let pool = pool(&hv, "ef-base").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let qcow2 = dir.path().join(edgeforge::baseimage::IMAGE_FILE);
+    let qcow2 = dir.path().join(IMAGE_FILE);
     let status = std::process::Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
         .arg(&qcow2)
@@ -208,10 +241,10 @@ async fn base_volumes_already_in_the_pool_are_not_uploaded_again() {
         .status()
         .expect("qemu-img");
     assert!(status.success());
-    std::fs::write(dir.path().join(edgeforge::baseimage::KERNEL_FILE), b"k").expect("kernel");
-    std::fs::write(dir.path().join(edgeforge::baseimage::INITRD_FILE), b"i").expect("initrd");
-    let sha = edgeforge::baseimage::sha256_file(&qcow2).expect("hash");
-    let image = edgeforge::baseimage::BaseImage {
+    std::fs::write(dir.path().join(KERNEL_FILE), b"k").expect("kernel");
+    std::fs::write(dir.path().join(INITRD_FILE), b"i").expect("initrd");
+    let (sha, _) = edgeforge::artifacts::hash_file(&qcow2).expect("hash");
+    let image = BaseImage {
         key: "k".into(),
         release: "bookworm".into(),
         arch: "amd64".into(),
@@ -234,7 +267,9 @@ async fn base_volumes_already_in_the_pool_are_not_uploaded_again() {
 
 #[tokio::test]
 async fn the_test_driver_gets_tcg_with_a_reason() {
-    let hv = Hypervisor::connect(URI, None).await.expect("connect");
+    let hv = Hypervisor::connect(URI, &DataDir::Embedded)
+        .await
+        .expect("connect");
     let pool = PoolRef {
         name: "p".into(),
         path: "/p".into(),
@@ -263,69 +298,182 @@ fn host(lab: &str, vms: Vec<VmSpec>) -> HostPlan {
     }
 }
 
+/// Hands the executor one established session; hosts are out of reach.
+struct OneHypervisor(Arc<Session>);
+
+impl Connector for OneHypervisor {
+    fn host<'a>(&'a self, n: &'a str) -> BoxFuture<'a, Result<Arc<dyn Transport>, ConnectError>> {
+        Box::pin(async move { Err(ConnectError::NotConfigured(format!("no SSH to {n} here"))) })
+    }
+    fn kube<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<kube::Client, ConnectError>> {
+        Box::pin(async move { Err(ConnectError::NotConfigured(t.to_string())) })
+    }
+    fn hypervisor<'a>(&'a self, _n: &'a str) -> BoxFuture<'a, Result<Arc<Session>, ConnectError>> {
+        let s = self.0.clone();
+        Box::pin(async move { Ok(s) })
+    }
+}
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<Event>>);
+
+impl EventSink for Collect {
+    fn emit(&self, e: &Event) {
+        self.0.lock().expect("events").push(e.clone());
+    }
+}
+
+/// The `vm_define` results (status, message) of every VM task of a run.
+fn define_results(events: &[Event]) -> Vec<(String, StepStatus, Option<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepFinished {
+                subject,
+                step,
+                status,
+                message,
+                ..
+            } if step == "VM defined" => Some((subject.clone(), *status, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn lab_up_is_idempotent_reports_drift_and_down_removes_everything() {
-    let hv = Hypervisor::connect(URI, None).await.expect("connect");
+async fn the_machine_layer_finds_defined_vms_reports_drift_and_down_removes_everything() {
+    let hv = Hypervisor::connect(URI, &DataDir::Embedded)
+        .await
+        .expect("connect");
     let pool = pool(&hv, "ef-drift").await;
     let base = base(&pool);
-    let specs = vec![
-        spec("drift-a", "drift", 2311),
-        spec("drift-b", "drift", 2312),
-    ];
-    for s in &specs {
-        create_volume(&pool.name, &s.seed_volume());
-        hv.define_vm(&pool, s, &base, Accel::Tcg)
-            .await
-            .expect("define");
-    }
     let dir = tempfile::tempdir().expect("tempdir");
-    let plan_host = host("drift", specs.clone());
+    let plan_host = host(
+        "drift",
+        vec![
+            spec("drift-a", "drift", 2311),
+            spec("drift-b", "drift", 2312),
+        ],
+    );
     let plan = lab::LabPlan {
         name: "drift".into(),
         hosts: vec![plan_host.clone()],
     };
     let keys = lab::LabKeys::ensure(dir.path(), None, &plan).expect("keys");
+    // The VMs exist with the spec the inventory asks for (as after a `lab up`).
+    for vm in &plan_host.vms {
+        let spec = vm.finished_spec(&base.sha256, &keys).expect("spec");
+        create_volume(&pool.name, &spec.seed_volume());
+        hv.define_vm(&pool, &spec, &base, Accel::Tcg)
+            .await
+            .expect("define");
+    }
+    let ready = Ready {
+        pool: pool.clone(),
+        image: BaseImage {
+            key: "k".into(),
+            release: "bookworm".into(),
+            arch: "amd64".into(),
+            sha256: base.sha256.clone(),
+            size: 0,
+            kernel_sha256: String::new(),
+            initrd_sha256: String::new(),
+            build_secs: 0.0,
+            dir: dir.path().to_owned(),
+        },
+        built: BuildOutcome::Cached,
+        base: base.clone(),
+        accel: AccelChoice {
+            accel: Accel::Tcg,
+            reason: "the test driver has no KVM".into(),
+            cached: false,
+        },
+    };
+    let session = Arc::new(Session::established("local", hv.clone(), ready));
+    let data = DataDir::Embedded;
+    let renderer = Arc::new(Renderer::new(&data).expect("renderer"));
+    let playbook = Arc::new(
+        Playbook::parse(
+            "machine.yaml",
+            "name: machine/libvirt\ntarget: hypervisor\nsteps:\n  - name: base image and pool\n    vm_image: {}\n  - name: VM defined\n    vm_define: {}\n",
+        )
+        .expect("playbook"),
+    );
+    let spec_of = |host: &HostPlan| RunSpec {
+        tasks: host
+            .vms
+            .iter()
+            .map(|vm| ExecTask {
+                key: format!("{}/machine", vm.node),
+                subject: vm.node.clone(),
+                site: "drift".into(),
+                node: Some(vm.node.clone()),
+                layer: "machine".into(),
+                target: Target::Hypervisor("local".into()),
+                playbook: playbook.clone(),
+                context: serde_json::json!({}),
+                secrets: BTreeMap::new(),
+                data: TaskData::Vm(Arc::new(VmTask {
+                    vm: vm.clone(),
+                    keys: keys.clone(),
+                })),
+                deps: Vec::new(),
+            })
+            .collect(),
+    };
+    let run = |spec: RunSpec| {
+        let sink = Arc::new(Collect::default());
+        let ex = Executor::new(
+            renderer.clone(),
+            Arc::new(data.clone()),
+            Arc::new(OneHypervisor(session.clone())),
+            sink.clone(),
+        );
+        async move {
+            let summary = ex.run(spec, &RunOptions::default()).await.expect("run");
+            let events = std::mem::take(&mut *sink.0.lock().expect("events"));
+            (summary, events)
+        }
+    };
 
-    // Same spec, running: nothing to do.
-    let actions = lab::up(&hv, &pool, &plan_host, &base, &keys, Accel::Tcg, false)
-        .await
-        .expect("up");
+    // Defined with the planned spec: nothing to do, no warning.
+    let (summary, events) = run(spec_of(&plan_host)).await;
+    assert!(
+        summary.tasks.iter().all(|t| t.outcome == TaskOutcome::Done),
+        "{}",
+        summary.table()
+    );
     assert_eq!(
-        actions,
+        define_results(&events),
         [
-            ("drift-a".to_owned(), VmAction::Unchanged),
-            ("drift-b".to_owned(), VmAction::Unchanged)
+            ("drift-a".to_owned(), StepStatus::Ok, None),
+            ("drift-b".to_owned(), StepStatus::Ok, None)
         ]
     );
 
-    // More memory for b: drift, reported and left alone without --recreate.
-    let mut changed = specs.clone();
-    changed[1].memory_mib = 2048;
-    let changed_host = host("drift", changed.clone());
-    let actions = lab::up(&hv, &pool, &changed_host, &base, &keys, Accel::Tcg, false)
-        .await
-        .expect("up");
-    assert_eq!(actions[0].1, VmAction::Unchanged);
-    assert_eq!(
-        actions[1].1,
-        VmAction::Drifted {
-            recorded: specs[1].spec_hash(),
-            wanted: changed[1].spec_hash()
-        }
+    // More memory for b: drift, reported as a warning and left alone without --recreate.
+    let mut changed_host = plan_host.clone();
+    changed_host.vms[1].spec.memory_mib = 2048;
+    let (summary, events) = run(spec_of(&changed_host)).await;
+    assert_eq!(summary.exit_code(), 0, "{}", summary.table());
+    let results = define_results(&events);
+    assert_eq!(results[0], ("drift-a".to_owned(), StepStatus::Ok, None));
+    let warning = results[1].2.clone().expect("a drift warning");
+    assert!(
+        warning.contains("drift-b drifted") && warning.contains("--recreate"),
+        "{warning}"
     );
-    assert!(actions[1].1.to_string().contains("--recreate"));
-    let status = lab::status(&hv, &changed_host, "drift")
+    let status = lab::status(&hv, &changed_host, "drift", Some(&base.sha256), &keys)
         .await
         .expect("status");
-    let drift: Vec<bool> = status.iter().map(|r| r.drift).collect();
-    assert_eq!(drift, [false, true]);
+    let drift: Vec<Option<bool>> = status.iter().map(|r| r.drift).collect();
+    assert_eq!(drift, [Some(false), Some(true)]);
 
-    // A stopped VM with the right spec is started.
+    // A stopped VM keeps its definition: the machine layer finds it as defined.
     let conn = virt::connect::Connect::open(Some(URI)).expect("open");
-    conn.lookup_domain_by_name("drift-a")
-        .expect("domain")
-        .destroy()
-        .expect("destroy");
+    let _ = conn
+        .lookup_domain_by_name("drift-a")
+        .and_then(|d| d.destroy());
     assert_eq!(
         hv.vm_status("drift-a")
             .await
@@ -333,10 +481,6 @@ async fn lab_up_is_idempotent_reports_drift_and_down_removes_everything() {
             .map(|s| s.state),
         Some(VmState::Shutoff)
     );
-    let actions = lab::up(&hv, &pool, &plan_host, &base, &keys, Accel::Tcg, false)
-        .await
-        .expect("up");
-    assert_eq!(actions[0].1, VmAction::Started);
 
     // Down removes both domains and all their volumes.
     let removed = lab::down(&hv, &plan_host, "drift").await.expect("down");

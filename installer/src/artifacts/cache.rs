@@ -284,7 +284,8 @@ impl ArtifactCache {
                 report.damage.push(Damage::Stray { path });
                 continue;
             }
-            let (actual, _) = hash_file(&path)?;
+            let (actual, _) = super::hash_file(&path)
+                .map_err(io_err(format!("cannot read {}", path.display())))?;
             if actual == name {
                 report.ok += 1;
             } else {
@@ -522,24 +523,6 @@ impl PartialBlob {
         file.sync_data().map_err(io_err(ctx))?;
         Ok((self.path, hex::encode(self.hasher.finalize()), self.len))
     }
-}
-
-/// Hashes a file, returning the hex sha256 and the size.
-pub fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let ctx = || format!("cannot read {}", path.display());
-    let mut f = File::open(path).map_err(io_err(ctx()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(ctx()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), len))
 }
 
 #[cfg(test)]

@@ -325,7 +325,7 @@ impl Downloader {
             Ok(Err(e)) => {
                 let unreachable = e.is_connect();
                 return Err(Attempt::Transient {
-                    reason: error_chain(&e.without_url()),
+                    reason: crate::error::chain(&e.without_url()),
                     unreachable,
                 });
             }
@@ -417,7 +417,7 @@ impl Downloader {
                         return Err(transient(format!(
                             "the connection was cut after {} bytes ({})",
                             offset + received,
-                            error_chain(&e.without_url())
+                            crate::error::chain(&e.without_url())
                         )));
                     }
                     Ok(Some(Ok(chunk))) => {
@@ -503,20 +503,6 @@ fn copy_file(
 fn range_start(value: &str) -> Option<u64> {
     let rest = value.strip_prefix("bytes ")?;
     rest.split('-').next()?.trim().parse().ok()
-}
-
-/// An error and its sources as one line, each link once.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if parts.last().is_none_or(|p| !p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

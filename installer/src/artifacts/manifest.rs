@@ -124,9 +124,19 @@ impl Manifest {
 
     /// The manifest built into the binary (`images/manifest.yaml` at build time).
     pub fn builtin() -> Result<Manifest> {
-        let file = crate::data::IMAGES.get_file("manifest.yaml");
-        let text = file.and_then(|f| f.contents_utf8()).unwrap_or_default();
-        Manifest::parse(text, "<built-in images/manifest.yaml>")
+        Manifest::from_data(&crate::data::DataDir::Embedded)
+    }
+
+    /// The manifest `images/manifest.yaml` of a data directory.
+    pub fn from_data(data: &crate::data::DataDir) -> Result<Manifest> {
+        let rel = "images/manifest.yaml";
+        let text = data
+            .read_text(rel)
+            .map_err(|e| ArtifactError::ManifestRead {
+                path: std::path::PathBuf::from(rel),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        Manifest::parse(&text, &format!("{rel} in {}", data.describe()))
     }
 
     /// Looks up the pin of one artifact build and expands its URLs.

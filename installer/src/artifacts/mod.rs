@@ -320,3 +320,22 @@ pub async fn pull(
     }
     Ok(summary)
 }
+/// The hex sha256 and size of a file, streamed: the one file hasher of the
+/// program (artifacts, uploads, the base image).
+pub fn hash_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+        len += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), len))
+}

@@ -1,43 +1,48 @@
-//! `edgeforge apply`: bring hosts to the state the playbooks describe.
+//! `edgeforge apply`: bring every target to the state the plan describes.
 //!
-//! Reads the inventory, picks the nodes (`--shard`, `--limit`), loads the
-//! playbooks of the selected layers, takes the run lock in the state
-//! directory and hands the hosts to the [`Executor`]. Ctrl-C stops starting
-//! steps, lets running ones finish (30 s at most; a second Ctrl-C abandons
-//! them), keeps the journal consistent and exits 130.
+//! Parses the arguments, builds the plan, has [`crate::exec::prepare`] turn
+//! it into the run's tasks, takes the run lock in the state directory and
+//! hands the tasks to the [`Executor`]. Ctrl-C stops starting steps, lets
+//! running ones finish (30 s at most; a second Ctrl-C abandons them), keeps
+//! the journal consistent and exits 130.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::ValueEnum;
 
 use super::{GlobalOpts, Outcome};
-use crate::exec::events::{EventSink, Fanout, JsonSink, ProgressSink, TextSink};
+use crate::Error;
+use crate::data::DataDir;
+use crate::exec::events::{EventSink, Fanout, JsonSink, TextSink};
 use crate::exec::lock::RunLock;
+use crate::exec::prepare::{PrepareOptions, prepare};
+use crate::exec::progress::ProgressSink;
 use crate::exec::select::{MaxFail, Shard};
-use crate::exec::{Connector, Executor, HostWork, RunOptions};
-use crate::inventory::{Inventory, NodeView};
+use crate::exec::{Executor, RunOptions};
+use crate::inventory::Inventory;
 use crate::plan::{self, Layer, Limit, Selection};
 use crate::playbook::Playbook;
-use crate::render::{DataDir, Renderer, inventory_context};
-use crate::transport::ssh::SshTransport;
-use crate::transport::target::{SshTarget, read_secret};
-use crate::transport::{Transport, TransportError};
+use crate::render::Renderer;
+use crate::virt::baseimage::{self, BuildOptions};
 
 /// Arguments of `edgeforge apply`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "Examples:
-  edgeforge apply -i sites.yaml
+  edgeforge apply -i inventory/lab.yaml                 # the built-in lab: VMs, OS, k3s, in one run
   edgeforge apply -i sites.yaml --layer os --check --diff
   edgeforge apply -i sites.yaml --limit 'edge-*,!edge-9' --parallel 100 --max-fail 5%
   edgeforge apply -i sites.yaml --shard 2/4 --log-format json --log-file run.jsonl
-  edgeforge apply -i sites.yaml --tags kernel,swap --force")]
+  edgeforge apply -i sites.yaml --tags kernel,swap --force
+  edgeforge apply -i sites.yaml --playbook fix-ntp.yaml --limit 'site:eu-*'
+
+A task starts as soon as the tasks it needs have succeeded; a failure stops
+only the tasks that need it. The summary has one row per node (and per
+site for cluster tasks) with the time spent in each layer.")]
 pub struct ApplyArgs {
-    /// The inventory file.
+    /// The inventory file (`inventory/lab.yaml` is the built-in lab when no such file exists).
     #[arg(short, long, value_name = "FILE")]
     pub inventory: PathBuf,
     /// Only these layers (comma-separated or repeated; default: all).
@@ -46,13 +51,13 @@ pub struct ApplyArgs {
     /// Run this playbook on every selected node instead of the layer playbooks.
     #[arg(long, value_name = "FILE", conflicts_with = "layer")]
     pub playbook: Option<PathBuf>,
-    /// Only these nodes or sites: comma-separated globs, `!` to exclude.
+    /// Only these nodes, sites or tasks: comma-separated globs (`site:S`, `task:K`), `!` to exclude.
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
-    /// Hosts worked on at once.
+    /// Tasks run at once per kind of target (hosts, clusters, hypervisors).
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub parallel: usize,
-    /// Stop starting hosts when more than N (or P% of) hosts failed.
+    /// Stop starting tasks when more than N (or P% of) nodes and sites failed.
     #[arg(long, value_name = "N|P%")]
     pub max_fail: Option<MaxFail>,
     /// Change nothing; show what would change.
@@ -70,7 +75,7 @@ pub struct ApplyArgs {
     /// Only the I-th of N slices of the sites (to split a fleet across runners).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
-    /// Journal and lock directory (default: $XDG_STATE_HOME/edgeforge/<inventory name>).
+    /// Lock, journals and outputs (default: $XDG_STATE_HOME/edgeforge/<inventory name>).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Format of the event log.
@@ -82,6 +87,22 @@ pub struct ApplyArgs {
     /// Ignore the journal: run every step even if it was applied with the same inputs.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub machines: MachineArgs,
+}
+
+/// How the machine layer builds VMs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MachineArgs {
+    /// Rebuild VMs whose spec (cpus, memory, disk, image, keys) drifted from the inventory.
+    #[arg(long)]
+    pub recreate: bool,
+    /// Debian release of the base VM image.
+    #[arg(long, value_name = "RELEASE", default_value = baseimage::DEFAULT_RELEASE)]
+    pub release: String,
+    /// Cache root for the base image and the KVM probe result (default: the XDG cache dir's edgeforge/).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 /// Event log formats.
@@ -93,127 +114,64 @@ pub enum LogFormat {
     Json,
 }
 
-/// Runs `edgeforge apply`.
-pub fn run(g: &GlobalOpts, args: ApplyArgs) -> Outcome {
-    let prepared = match prepare(g, &args) {
-        Ok(p) => p,
-        Err(outcome) => return outcome,
-    };
-    match execute(g, &args, prepared) {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            Outcome::Failed
+impl ApplyArgs {
+    /// The arguments of `apply -i FILE --layer machine` (what `lab up` runs).
+    pub fn machines_only(
+        inventory: PathBuf,
+        state_dir: Option<PathBuf>,
+        machines: MachineArgs,
+    ) -> ApplyArgs {
+        ApplyArgs {
+            inventory,
+            layer: vec![Layer::Machine],
+            playbook: None,
+            limit: None,
+            parallel: 50,
+            max_fail: None,
+            check: false,
+            diff: false,
+            tags: Vec::new(),
+            skip_tags: Vec::new(),
+            shard: None,
+            state_dir,
+            log_format: LogFormat::Text,
+            log_file: None,
+            force: false,
+            machines,
         }
     }
 }
 
-/// Everything checked before any host is touched.
-struct Prepared {
-    inventory_name: String,
-    data: Arc<DataDir>,
-    renderer: Arc<Renderer>,
-    /// Host work in plan waves: a wave starts when the previous one ended.
-    waves: Vec<Vec<HostWork>>,
-    targets: Arc<BTreeMap<String, SshTarget>>,
+/// Runs `edgeforge apply`.
+pub fn run(g: &GlobalOpts, args: ApplyArgs) -> Outcome {
+    let loaded = match super::load_inventory(g, &args.inventory) {
+        Ok(l) => l,
+        Err(outcome) => return outcome,
+    };
+    super::finish(apply(g, &args, &loaded.inventory))
 }
 
-fn prepare(g: &GlobalOpts, args: &ApplyArgs) -> Result<Prepared, Outcome> {
+fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, Error> {
     if args.parallel == 0 {
-        return Err(invalid("--parallel must be at least 1"));
+        return Err(Error::Invalid("--parallel must be at least 1".into()));
     }
     let limit = args
         .limit
         .as_deref()
         .map(Limit::parse)
         .transpose()
-        .map_err(invalid)?;
-    let loaded = super::check::load_inventory(g, &args.inventory)?;
-    let inv = &loaded.inventory;
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let data = DataDir::new(g.data_dir.as_deref());
-    let renderer = Renderer::new(&data)
-        .context("loading templates")
-        .map_err(invalid)?;
+    let renderer = Renderer::new(&data)?;
     let selection = Selection {
         limit,
         layers: args.layer.clone(),
     };
-    let plan = plan::build(inv, &selection)
-        .with_context(|| format!("{}", args.inventory.display()))
-        .map_err(invalid)?;
+    let plan = plan::build(inv, &selection)?;
     let adhoc = match &args.playbook {
-        Some(path) => Some(load_playbook_file(path).map_err(invalid)?),
+        Some(path) => Some(load_playbook_file(path)?),
         None => None,
     };
-    let mut playbooks = PlaybookSet::new(&data, &renderer);
-    let in_shard = |site: &str| args.shard.is_none_or(|s| s.contains_site(site));
-    let views: BTreeMap<&str, NodeView<'_>> =
-        inv.nodes().map(|v| (v.node.name.as_str(), v)).collect();
-    let mut waves: Vec<Vec<HostWork>> = Vec::new();
-    let mut not_run: BTreeMap<&'static str, usize> = BTreeMap::new();
-    if let Some(pb) = &adhoc {
-        renderer.check_playbook(pb).map_err(invalid)?;
-        let mut wave = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for task in plan.tasks() {
-            let Some(node) = task.node else { continue };
-            if !in_shard(task.site.name.as_str()) || !seen.insert(node.name.as_str()) {
-                continue;
-            }
-            if let Some(view) = views.get(node.name.as_str()) {
-                wave.push(host_work(inv, view, vec![pb.clone()], Vec::new()).map_err(invalid)?);
-            }
-        }
-        waves.push(wave);
-    } else {
-        for wave_ids in plan.waves() {
-            let mut wave = Vec::new();
-            for id in wave_ids {
-                let Some(task) = plan.task(id) else { continue };
-                let Some(node) = task.node else {
-                    *not_run.entry(task.action.playbook()).or_default() += 1;
-                    continue;
-                };
-                if !in_shard(task.site.name.as_str()) {
-                    continue;
-                }
-                let Some(pb) = playbooks.get(task.action.playbook()).map_err(invalid)? else {
-                    *not_run.entry(task.action.playbook()).or_default() += 1;
-                    continue;
-                };
-                let Some(view) = views.get(node.name.as_str()) else {
-                    continue;
-                };
-                if !pb.applies_to(view) {
-                    continue;
-                }
-                let requires = task
-                    .deps
-                    .iter()
-                    .filter_map(|d| plan.task(*d).and_then(|t| t.node))
-                    .map(|n| n.name.value.clone())
-                    .filter(|n| n != node.name.as_str())
-                    .collect();
-                wave.push(host_work(inv, view, vec![pb], requires).map_err(invalid)?);
-            }
-            if !wave.is_empty() {
-                waves.push(wave);
-            }
-        }
-    }
-    for (playbook, count) in &not_run {
-        if !g.quiet && !playbook.starts_with("machine/existing") {
-            eprintln!(
-                "note: {count} task(s) of `{playbook}` have no playbook in this build and are not run by apply{}",
-                if playbook.starts_with("machine/libvirt") {
-                    " (`edgeforge lab up` brings VMs up)"
-                } else {
-                    ""
-                }
-            );
-        }
-    }
-    let targets = ssh_targets(inv, &waves).map_err(invalid)?;
     let inventory_name = inv
         .name
         .as_ref()
@@ -223,31 +181,41 @@ fn prepare(g: &GlobalOpts, args: &ApplyArgs) -> Result<Prepared, Outcome> {
                 .file_stem()
                 .map_or("inventory".into(), |s| s.to_string_lossy().into_owned())
         });
-    Ok(Prepared {
-        inventory_name,
-        data: Arc::new(data),
-        renderer: Arc::new(renderer),
-        waves,
-        targets: Arc::new(targets),
-    })
-}
-
-fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outcome> {
-    let hosts: usize = p.waves.iter().map(Vec::len).sum();
-    if hosts == 0 {
-        eprintln!("nothing to do: no node matches --limit / --shard");
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| crate::state::for_inventory(&inventory_name));
+    let mut image = BuildOptions::new(&args.machines.release)?;
+    image.data = data.clone();
+    if let Some(cache) = &args.machines.cache {
+        image.cache.clone_from(cache);
+    }
+    let prepared = prepare(
+        inv,
+        &plan,
+        &PrepareOptions {
+            data: &data,
+            renderer: &renderer,
+            adhoc,
+            shard: args.shard,
+            state_dir: &state_dir,
+            image,
+        },
+    )
+    .map_err(crate::exec::ExecError::from)?;
+    if !g.quiet {
+        for note in &prepared.notes {
+            eprintln!("note: {note}");
+        }
+    }
+    let tasks = prepared.spec.tasks.len();
+    if tasks == 0 {
+        eprintln!("nothing to do: no task matches --limit / --shard / --layer");
         return Ok(Outcome::Success);
     }
-    let state_dir = match &args.state_dir {
-        Some(d) => d.clone(),
-        None => dirs::state_dir()
-            .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
-            .context("no state directory: set XDG_STATE_HOME or pass --state-dir")?
-            .join("edgeforge")
-            .join(&p.inventory_name),
-    };
     let command: Vec<String> = std::env::args().collect();
-    let lock = RunLock::acquire(&state_dir, &command.join(" "))?;
+    let lock =
+        RunLock::acquire(&state_dir, &command.join(" ")).map_err(crate::exec::ExecError::from)?;
     if let Some(prev) = &lock.previous {
         eprintln!(
             "note: a previous apply (pid {} on {}, started {}) ended without releasing the lock; \
@@ -255,7 +223,7 @@ fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outc
             prev.pid, prev.host, prev.started
         );
     }
-    let sink = make_sink(g, args, hosts)?;
+    let sink = make_sink(g, args, tasks)?;
     let opts = RunOptions {
         parallel: args.parallel,
         max_fail: args.max_fail,
@@ -264,14 +232,12 @@ fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outc
         tags: args.tags.clone(),
         skip_tags: args.skip_tags.clone(),
         force: args.force,
-        journal_dir: Some(state_dir.join("journal")),
+        recreate: args.machines.recreate,
+        state_dir: Some(state_dir),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     let summary = runtime.block_on(async {
-        let executor = Executor::new(p.renderer, p.data, connector(p.targets), sink);
+        let executor = Executor::new(Arc::new(renderer), Arc::new(data), prepared.connector, sink);
         let cancel = executor.cancel_handle();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
@@ -285,11 +251,13 @@ fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outc
             }
             cancel.abort();
         });
-        executor.run(p.waves, &opts).await
+        let summary = executor.run(prepared.spec, &opts).await;
+        summary.map(|s| (s, executor.redactor()))
     });
     drop(lock);
+    let (summary, redactor) = summary?;
     if !g.quiet {
-        print!("{}", summary.table());
+        print!("{}", redactor.redact(&summary.table()));
     }
     Ok(match summary.exit_code() {
         0 => Outcome::Success,
@@ -298,131 +266,28 @@ fn execute(g: &GlobalOpts, args: &ApplyArgs, p: Prepared) -> anyhow::Result<Outc
     })
 }
 
-/// Reports invalid input (exit 2) before any host is touched.
-fn invalid(e: impl std::fmt::Display) -> Outcome {
-    eprintln!("error: {e:#}");
-    Outcome::InvalidInput
-}
-
 /// Reads an ad-hoc playbook given with `--playbook`.
-fn load_playbook_file(path: &Path) -> anyhow::Result<Arc<Playbook>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the playbook {}", path.display()))?;
+fn load_playbook_file(path: &Path) -> Result<Arc<Playbook>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        what: "reading the playbook".into(),
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(Arc::new(Playbook::parse(
         &path.display().to_string(),
         &text,
     )?))
 }
 
-/// The layer playbooks of the data directory, parsed and checked once each.
-struct PlaybookSet<'d> {
-    data: &'d DataDir,
-    renderer: &'d Renderer,
-    loaded: BTreeMap<&'static str, Option<Arc<Playbook>>>,
-}
-
-impl<'d> PlaybookSet<'d> {
-    fn new(data: &'d DataDir, renderer: &'d Renderer) -> Self {
-        PlaybookSet {
-            data,
-            renderer,
-            loaded: BTreeMap::new(),
-        }
-    }
-
-    /// The playbook `playbooks/<key>.yaml`, or `None` when the data directory has none.
-    fn get(&mut self, key: &'static str) -> anyhow::Result<Option<Arc<Playbook>>> {
-        if let Some(pb) = self.loaded.get(key) {
-            return Ok(pb.clone());
-        }
-        let rel = format!("playbooks/{key}.yaml");
-        let pb = match self.data.read_text(&rel) {
-            Ok(text) => {
-                let pb = Playbook::parse(&rel, &text)?;
-                self.renderer.check_playbook(&pb)?;
-                Some(Arc::new(pb))
-            }
-            Err(_) => None,
-        };
-        self.loaded.insert(key, pb.clone());
-        Ok(pb)
-    }
-}
-
-/// One node's work: its context, its playbooks, its secrets.
-fn host_work(
-    inv: &Inventory,
-    view: &NodeView<'_>,
-    playbooks: Vec<Arc<Playbook>>,
-    requires: Vec<String>,
-) -> anyhow::Result<HostWork> {
-    let mut secrets = BTreeMap::new();
-    if let Some(token) = &view.k3s.token {
-        secrets.insert(
-            "k3s_token".to_string(),
-            read_secret("k3s.token", token)?.expose().to_string(),
-        );
-    }
-    Ok(HostWork {
-        name: view.node.name.value.clone(),
-        site: view.site.name.value.clone(),
-        context: inventory_context(inv, view),
-        playbooks,
-        secrets,
-        requires,
-    })
-}
-
-/// The SSH target of every host that has work, resolved before any host is touched.
-fn ssh_targets(
-    inv: &Inventory,
-    waves: &[Vec<HostWork>],
-) -> anyhow::Result<BTreeMap<String, SshTarget>> {
-    let wanted: std::collections::BTreeSet<&str> =
-        waves.iter().flatten().map(|w| w.name.as_str()).collect();
-    let jumps = |name: &str| {
-        inv.jump_host(name)
-            .map(|jh| (jh.address.value.clone(), inv.jump_host_ssh(jh)))
-    };
-    let state = crate::inventory::state_dir();
-    let mut targets = BTreeMap::new();
-    for view in inv.nodes() {
-        let name = view.node.name.as_str();
-        if !wanted.contains(name) {
-            continue;
-        }
-        let mut settings = view.ssh.clone();
-        settings.port = Some(view.ssh_port());
-        let target =
-            SshTarget::from_settings(view.node.address.as_str(), &settings, &jumps, &state)
-                .with_context(|| format!("node {name}"))?;
-        targets.insert(name.to_string(), target);
-    }
-    Ok(targets)
-}
-
-/// Opens each host's SSH connection (one per host for the whole run).
-fn connector(targets: Arc<BTreeMap<String, SshTarget>>) -> Connector {
-    Arc::new(move |work: &HostWork| {
-        let target = targets.get(&work.name).cloned();
-        let name = work.name.clone();
-        Box::pin(async move {
-            let target = target.ok_or_else(|| TransportError::Connect {
-                host: name,
-                reason: "no SSH settings were resolved for this host".into(),
-            })?;
-            let transport = SshTransport::connect(&target).await?;
-            Ok(Arc::new(transport) as Arc<dyn Transport>)
-        })
-    })
-}
-
-fn make_sink(g: &GlobalOpts, args: &ApplyArgs, hosts: usize) -> anyhow::Result<Arc<dyn EventSink>> {
+fn make_sink(g: &GlobalOpts, args: &ApplyArgs, tasks: usize) -> Result<Arc<dyn EventSink>, Error> {
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
     let file = match &args.log_file {
         Some(path) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("creating the log file {}", path.display()))?,
+            std::fs::File::create(path).map_err(|source| Error::Io {
+                what: "creating the log file".into(),
+                path: path.clone(),
+                source,
+            })?,
         )) as Box<dyn std::io::Write + Send>),
         None => None,
     };
@@ -435,7 +300,7 @@ fn make_sink(g: &GlobalOpts, args: &ApplyArgs, hosts: usize) -> anyhow::Result<A
     let json_on_stderr = args.log_format == LogFormat::Json && args.log_file.is_none();
     if !g.quiet && !json_on_stderr {
         if std::io::stderr().is_terminal() {
-            sinks.push(Box::new(ProgressSink::new(hosts, args.diff || args.check)));
+            sinks.push(Box::new(ProgressSink::new(tasks, args.diff || args.check)));
         } else {
             sinks.push(Box::new(TextSink::new(
                 Box::new(std::io::stderr()),
@@ -469,18 +334,10 @@ sites:
       - { name: s3-a, role: server, address: 10.0.3.10 }
 "#;
 
-    fn args(dir: &Path, extra: &[&str]) -> ApplyArgs {
-        let inv = dir.join("inv.yaml");
-        std::fs::write(&inv, INVENTORY).unwrap();
-        std::fs::write(dir.join("key"), "not read before connecting").unwrap();
-        let mut argv = vec!["apply".to_string(), "-i".into(), inv.display().to_string()];
-        argv.extend(extra.iter().map(|s| s.to_string()));
-        #[derive(clap::Parser)]
-        struct W {
-            #[command(flatten)]
-            a: ApplyArgs,
-        }
-        <W as clap::Parser>::try_parse_from(argv).unwrap().a
+    #[derive(clap::Parser)]
+    struct W {
+        #[command(flatten)]
+        a: ApplyArgs,
     }
 
     fn global() -> GlobalOpts {
@@ -492,29 +349,70 @@ sites:
         }
     }
 
-    fn names(p: &Prepared) -> Vec<String> {
-        p.waves.iter().flatten().map(|h| h.name.clone()).collect()
+    /// The run's tasks for `extra` arguments, as `prepare` makes them.
+    fn tasks(dir: &Path, text: &str, extra: &[&str]) -> Result<Vec<crate::exec::ExecTask>, Error> {
+        let inv_path = dir.join("inv.yaml");
+        std::fs::write(&inv_path, text).unwrap();
+        std::fs::write(dir.join("key"), "not read before connecting").unwrap();
+        let mut argv = vec![
+            "apply".to_string(),
+            "-i".into(),
+            inv_path.display().to_string(),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let args = <W as clap::Parser>::try_parse_from(argv).unwrap().a;
+        let inv = crate::inventory::load(&inv_path)
+            .map_err(Error::from)?
+            .inventory;
+        let data = DataDir::Embedded;
+        let renderer = Renderer::new(&data)?;
+        let limit = args
+            .limit
+            .as_deref()
+            .map(Limit::parse)
+            .transpose()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let plan = plan::build(
+            &inv,
+            &Selection {
+                limit,
+                layers: args.layer.clone(),
+            },
+        )?;
+        let prepared = prepare(
+            &inv,
+            &plan,
+            &PrepareOptions {
+                data: &data,
+                renderer: &renderer,
+                adhoc: None,
+                shard: args.shard,
+                state_dir: dir,
+                image: BuildOptions::new(baseimage::DEFAULT_RELEASE)?,
+            },
+        )
+        .map_err(crate::exec::ExecError::from)?;
+        Ok(prepared.spec.tasks)
+    }
+
+    fn os_subjects(t: &[crate::exec::ExecTask]) -> Vec<String> {
+        t.iter()
+            .filter(|t| t.layer == "os")
+            .map(|t| t.subject.clone())
+            .collect()
     }
 
     #[test]
     fn limit_and_shard_select_nodes() {
         let dir = tempfile::tempdir().unwrap();
-        let p = prepare(
-            &global(),
-            &args(dir.path(), &["--limit", "site:store-1,s3-*"]),
-        )
-        .unwrap();
-        assert_eq!(names(&p), vec!["s1-a", "s1-b", "s3-a"]);
-        assert_eq!(p.inventory_name, "lab");
+        let t = tasks(dir.path(), INVENTORY, &["--limit", "site:store-1,s3-*"]).unwrap();
+        assert_eq!(os_subjects(&t), vec!["s1-a", "s1-b", "s3-a"]);
         let mut all = Vec::new();
         for i in 1..=3 {
-            let p = prepare(
-                &global(),
-                &args(dir.path(), &["--shard", &format!("{i}/3")]),
-            )
-            .unwrap();
+            let n = os_subjects(
+                &tasks(dir.path(), INVENTORY, &["--shard", &format!("{i}/3")]).unwrap(),
+            );
             // A site's nodes stay together in one shard.
-            let n = names(&p);
             assert_eq!(
                 n.contains(&"s1-a".to_string()),
                 n.contains(&"s1-b".to_string())
@@ -526,52 +424,54 @@ sites:
     }
 
     #[test]
-    fn the_os_playbook_is_loaded_by_default_with_the_cluster_context() {
+    fn the_os_playbook_runs_on_hosts_with_the_cluster_context_after_the_machine_layer() {
         let dir = tempfile::tempdir().unwrap();
-        let p = prepare(&global(), &args(dir.path(), &[])).unwrap();
-        let h = &p.waves[0][0];
-        assert_eq!(h.playbooks[0].name, "os");
-        assert_eq!(h.context["cluster"]["nodes"].as_array().unwrap().len(), 2);
-        assert_eq!(h.context["node"]["role"], "server");
+        let t = tasks(dir.path(), INVENTORY, &[]).unwrap();
+        let os = t.iter().find(|t| t.key == "s1-a/os").unwrap();
+        assert_eq!(os.playbook.name, "os");
+        assert_eq!(os.target, crate::exec::Target::Host("s1-a".into()));
+        assert_eq!(os.context["cluster"]["nodes"].as_array().unwrap().len(), 2);
+        assert_eq!(os.context["node"]["role"], "server");
+        let machine = t.iter().position(|t| t.key == "s1-a/machine").unwrap();
+        assert_eq!(
+            os.deps,
+            vec![machine],
+            "an existing machine answers SSH first"
+        );
     }
 
     #[test]
-    fn a_bad_layer_inventory_or_limit_is_invalid_input() {
+    fn a_bad_inventory_or_limit_is_invalid_input() {
         let dir = tempfile::tempdir().unwrap();
-        let a = args(dir.path(), &[]);
-        std::fs::write(&a.inventory, "apiVersion: edgeforge/v1\nsites: 3\n").unwrap();
-        assert_eq!(prepare(&global(), &a).err(), Some(Outcome::InvalidInput));
-        let a = args(dir.path(), &["--limit", "no-such-node"]);
-        assert_eq!(prepare(&global(), &a).err(), Some(Outcome::InvalidInput));
-        let mut a = args(dir.path(), &[]);
+        let err = tasks(dir.path(), "apiVersion: edgeforge/v1\nsites: 3\n", &[])
+            .err()
+            .unwrap();
+        assert_eq!(err.exit_code(), 2);
+        let err = tasks(dir.path(), INVENTORY, &["--limit", "no-such-node"])
+            .err()
+            .unwrap();
+        assert_eq!(err.exit_code(), 2);
+        let mut a = <W as clap::Parser>::try_parse_from(["apply", "-i", "x"])
+            .unwrap()
+            .a;
         a.inventory = dir.path().join("missing.yaml");
         assert_ne!(run(&global(), a), Outcome::Success);
-        #[derive(clap::Parser)]
-        struct W {
-            #[command(flatten)]
-            a: ApplyArgs,
-        }
         let bad = <W as clap::Parser>::try_parse_from(["apply", "-i", "x", "--layer", "nope"]);
         assert!(bad.is_err());
     }
 
     #[test]
-    fn a_missing_secret_names_the_reference() {
+    fn a_missing_secret_names_the_reference_and_is_invalid_input() {
         let dir = tempfile::tempdir().unwrap();
-        let a = args(dir.path(), &[]);
         let text = INVENTORY.replace(
             "defaults:\n",
             "defaults:\n  k3s:\n    token: { env: EF_TEST_TOKEN_THAT_IS_UNSET }\n",
         );
-        std::fs::write(&a.inventory, text).unwrap();
-        assert_eq!(prepare(&global(), &a).err(), Some(Outcome::InvalidInput));
-        let err = read_secret(
-            "k3s.token",
-            &crate::inventory::SecretRef::Env("EF_TEST_TOKEN_THAT_IS_UNSET".into()),
-        )
-        .err()
-        .unwrap()
-        .to_string();
-        assert!(err.contains("EF_TEST_TOKEN_THAT_IS_UNSET"), "{err}");
+        let err = tasks(dir.path(), &text, &[]).err().unwrap();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            crate::error::chain(&err).contains("EF_TEST_TOKEN_THAT_IS_UNSET"),
+            "{err}"
+        );
     }
 }

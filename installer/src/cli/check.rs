@@ -1,8 +1,8 @@
 //! `edgeforge check` (validate an inventory, report every problem at once)
 //! and `edgeforge inventory schema` (the format as JSON Schema, for editors).
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 use crate::inventory::{self, Diagnostic, Inventory, LoadError, Role, Severity};
 
@@ -66,7 +66,7 @@ pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
     if args.format == CheckFormat::Json {
         return run_json(&args, &args.inventory.display().to_string());
     }
-    match load_inventory(g, &args.inventory) {
+    match super::load_inventory(g, &args.inventory) {
         Ok(loaded) => {
             if !g.quiet {
                 println!(
@@ -83,42 +83,6 @@ pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
             Outcome::Success
         }
         Err(outcome) => outcome,
-    }
-}
-
-/// Loads the inventory for any command (check, plan, apply, lab): prints
-/// its diagnostics (warnings only without `-q`) and, when it cannot be used,
-/// a summary line, returning the outcome to exit with (2 invalid, 1
-/// unreadable).
-pub(super) fn load_inventory(g: &GlobalOpts, path: &Path) -> Result<inventory::Loaded, Outcome> {
-    let color = use_color(g.color, std::io::stderr().is_terminal());
-    match inventory::load(path) {
-        Ok(loaded) => {
-            print_diagnostics(&loaded.warnings, g.quiet, color);
-            Ok(loaded)
-        }
-        Err(LoadError::Invalid(diags)) => {
-            print_diagnostics(&diags, g.quiet, color);
-            let errors = diags
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .count();
-            let warnings = diags.len() - errors;
-            eprintln!(
-                "{}: invalid: {errors} error{}, {warnings} warning{}",
-                path.display(),
-                plural(errors),
-                plural(warnings)
-            );
-            Err(Outcome::InvalidInput)
-        }
-        Err(e @ LoadError::Io { .. }) => {
-            let cause = std::error::Error::source(&e)
-                .map(|s| format!(": {s}"))
-                .unwrap_or_default();
-            eprintln!("error: {e}{cause}");
-            Err(Outcome::Failed)
-        }
     }
 }
 
@@ -188,7 +152,7 @@ fn summary(inv: &Inventory) -> String {
     )
 }
 
-fn print_diagnostics(diags: &[Diagnostic], quiet: bool, color: bool) {
+pub(super) fn print_diagnostics(diags: &[Diagnostic], quiet: bool, color: bool) {
     let mut err = std::io::stderr().lock();
     for d in diags {
         if quiet && d.severity == Severity::Warning {
@@ -218,7 +182,7 @@ fn render(d: &Diagnostic, color: bool) -> String {
 }
 
 /// Whether to colour, from `--color` and whether the stream is a terminal.
-fn use_color(choice: ColorChoice, is_terminal: bool) -> bool {
+pub(super) fn use_color(choice: ColorChoice, is_terminal: bool) -> bool {
     match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
@@ -228,6 +192,6 @@ fn use_color(choice: ColorChoice, is_terminal: bool) -> bool {
     }
 }
 
-fn plural(n: usize) -> &'static str {
+pub(super) fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }

@@ -10,15 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::{GlobalOpts, Outcome};
+use crate::Error;
 use crate::artifacts::{
     self, Arch, ArtifactCache, ArtifactError, ArtifactRef, Damage, Downloader, DownloaderOptions,
     Manifest, Mirror, Progress, PullOptions,
 };
-use crate::inventory::Inventory;
 
 /// `edgeforge images ...`
 #[derive(Debug, clap::Subcommand)]
@@ -142,25 +141,12 @@ impl ImagesCommand {
         if let ImagesCommand::BuildBase(args) = &self {
             return crate::cli::lab::run_build_base(g, args);
         }
-        match self.execute(g) {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                if is_input_error(&e) {
-                    Outcome::InvalidInput
-                } else {
-                    Outcome::Failed
-                }
-            }
-        }
+        super::finish(self.execute(g))
     }
 
     /// Runs the command; errors are returned, not printed.
-    pub fn execute(self, g: &GlobalOpts) -> anyhow::Result<Outcome> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
+    pub fn execute(self, g: &GlobalOpts) -> Result<Outcome, Error> {
+        let rt = super::runtime()?;
         match self {
             ImagesCommand::Pull(args) => {
                 let summary = rt.block_on(pull(g, &args))?;
@@ -213,10 +199,10 @@ impl ImagesCommand {
     }
 }
 
-async fn pull(g: &GlobalOpts, args: &PullArgs) -> anyhow::Result<artifacts::PullSummary> {
+async fn pull(g: &GlobalOpts, args: &PullArgs) -> Result<artifacts::PullSummary, Error> {
     let manifest = load_manifest(g, args.select.manifest.as_deref())?;
     let inventory = match &args.select.inventory {
-        Some(p) => Some(load_inventory(p)?),
+        Some(p) => Some(crate::inventory::load(p).map_err(Error::from)?.inventory),
         None => None,
     };
     let needs = manifest
@@ -227,14 +213,14 @@ async fn pull(g: &GlobalOpts, args: &PullArgs) -> anyhow::Result<artifacts::Pull
         )
         .map_err(|e| match (&args.select.inventory, inventory.as_ref()) {
             (Some(path), Some(inv)) => match &inv.versions.k3s {
-                Some(v) if matches!(e, ArtifactError::NotPinned { .. }) => anyhow::Error::new(e)
-                    .context(format!(
-                        "{}:{}:{}: versions.k3s `{}` is not in the artifact manifest",
-                        path.display(),
-                        v.line,
-                        v.col,
-                        v.value
-                    )),
+                Some(v) if matches!(e, ArtifactError::NotPinned { .. }) => Error::Invalid(format!(
+                    "{}:{}:{}: versions.k3s `{}` is not in the artifact manifest: {}",
+                    path.display(),
+                    v.line,
+                    v.col,
+                    v.value,
+                    crate::error::chain(&e)
+                )),
                 _ => e.into(),
             },
             _ => e.into(),
@@ -257,7 +243,7 @@ async fn pull(g: &GlobalOpts, args: &PullArgs) -> anyhow::Result<artifacts::Pull
     Ok(artifacts::pull(&cache, &downloader, &needs, &opts).await?)
 }
 
-fn verify(g: &GlobalOpts, args: &VerifyArgs) -> anyhow::Result<Outcome> {
+fn verify(g: &GlobalOpts, args: &VerifyArgs) -> Result<Outcome, Error> {
     let cache = open_cache(&args.cache)?;
     let report = cache.verify(args.repair)?;
     for d in &report.damage {
@@ -297,7 +283,7 @@ fn verify(g: &GlobalOpts, args: &VerifyArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-async fn pin(g: &GlobalOpts, args: &PinArgs) -> anyhow::Result<Outcome> {
+async fn pin(g: &GlobalOpts, args: &PinArgs) -> Result<Outcome, Error> {
     let path = match (&args.manifest, &g.data_dir) {
         (Some(p), _) => p.clone(),
         (None, Some(d)) => d.join("images/manifest.yaml"),
@@ -329,39 +315,19 @@ async fn pin(g: &GlobalOpts, args: &PinArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn load_manifest(g: &GlobalOpts, explicit: Option<&Path>) -> anyhow::Result<Manifest> {
-    let from_data_dir = g.data_dir.as_ref().map(|d| d.join("images/manifest.yaml"));
-    Ok(match explicit.map(Path::to_path_buf).or(from_data_dir) {
-        Some(p) => Manifest::load(&p)?,
-        None => Manifest::builtin()?,
+fn load_manifest(g: &GlobalOpts, explicit: Option<&Path>) -> Result<Manifest, Error> {
+    Ok(match explicit {
+        Some(p) => Manifest::load(p)?,
+        None => Manifest::from_data(&crate::data::DataDir::new(g.data_dir.as_deref()))?,
     })
 }
 
-/// Reads an inventory for its versions, with the same checks as `edgeforge check`.
-fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
-    match crate::inventory::load(path) {
-        Ok(loaded) => Ok(loaded.inventory),
-        Err(crate::inventory::LoadError::Invalid(diags)) => {
-            let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
-            Err(anyhow::Error::new(InventoryInvalid(format!(
-                "the inventory is invalid:\n{}",
-                text.join("\n")
-            ))))
-        }
-        Err(e) => Err(anyhow::Error::new(InventoryInvalid(e.to_string()))),
-    }
-}
-
-/// An inventory that does not parse (exit 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct InventoryInvalid(String);
-
-fn open_cache(dir: &CacheDir) -> anyhow::Result<ArtifactCache> {
+fn open_cache(dir: &CacheDir) -> Result<ArtifactCache, Error> {
     let dir = match &dir.cache {
         Some(d) => d.clone(),
-        None => ArtifactCache::default_dir()
-            .context("no cache directory: set --cache DIR or EDGEFORGE_CACHE")?,
+        None => ArtifactCache::default_dir().ok_or_else(|| {
+            Error::Invalid("no cache directory: set --cache DIR or EDGEFORGE_CACHE".into())
+        })?,
     };
     Ok(ArtifactCache::open(dir)?)
 }
@@ -383,22 +349,6 @@ fn fetch_command(args: &PullArgs) -> String {
         cmd.push_str(&format!(" --cache {}", c.display()));
     }
     cmd
-}
-
-fn is_input_error(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.is::<InventoryInvalid>()
-            || matches!(
-                c.downcast_ref::<ArtifactError>(),
-                Some(
-                    ArtifactError::ManifestSyntax { .. }
-                        | ArtifactError::ManifestInvalid { .. }
-                        | ArtifactError::ManifestRead { .. }
-                        | ArtifactError::NotPinned { .. }
-                        | ArtifactError::UnknownArtifact { .. }
-                )
-            )
-    })
 }
 
 fn human_bytes(n: u64) -> String {
@@ -531,9 +481,9 @@ mod tests {
 
     #[test]
     fn manifest_errors_are_input_errors() {
-        let e = anyhow::Error::new(Manifest::parse("artifacts: [", "m.yaml").unwrap_err());
-        assert!(is_input_error(&e));
-        let e = anyhow::anyhow!("network down");
-        assert!(!is_input_error(&e));
+        let e = Error::from(Manifest::parse("artifacts: [", "m.yaml").unwrap_err());
+        assert_eq!(e.exit_code(), 2);
+        let e = Error::from(ArtifactError::Pin("network down".into()));
+        assert_eq!(e.exit_code(), 1);
     }
 }

@@ -1,21 +1,31 @@
 //! `edgeforge lab ...` and `edgeforge images build-base`: the VM lab on a
 //! libvirt host and the base image it boots.
+//!
+//! `lab up` is `apply --layer machine` on the lab's inventory: the same
+//! executor, playbook (`playbooks/machine/libvirt.yaml`) and progress view as
+//! a full `apply`. `lab status` and `lab down` look at and remove the lab's
+//! VMs directly through libvirt.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use anyhow::Context;
-
+use super::apply::{ApplyArgs, MachineArgs};
 use super::{GlobalOpts, Outcome};
-use crate::baseimage::{self, BuildOptions, BuildOutcome};
+use crate::Error;
+use crate::data::DataDir;
 use crate::inventory::Inventory;
 use crate::virt::Hypervisor;
-use crate::virt::lab::{self, LabError, LabKeys, LabPlan, VmAction, finish_specs};
+use crate::virt::baseimage::{self, BuildOptions, BuildOutcome};
+use crate::virt::lab::{self, LabKeys, LabPlan};
 
 /// `edgeforge lab ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
-    /// Build or reuse the base image, then define and start the lab's VMs and wait for SSH.
+    /// Build or reuse the base image, define and boot the lab's VMs, wait for
+    /// SSH and cloud-init (the same as `apply --layer machine`).
+    #[command(after_help = "Examples:
+  edgeforge lab up                       # the built-in three-VM lab (inventory/lab.yaml)
+  edgeforge lab up -i my-lab.yaml --recreate
+  edgeforge apply -i inventory/lab.yaml  # VMs and every layer on them, in one command")]
     Up(UpArgs),
     /// Show each lab VM's state, SSH address and spec drift.
     Status(LabArgs),
@@ -27,11 +37,8 @@ pub enum LabCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabArgs {
     /// The inventory (default: the built-in three-VM lab, inventory/lab.yaml).
-    #[arg(short, long, value_name = "FILE", default_value = BUILTIN_LAB)]
+    #[arg(short, long, value_name = "FILE", default_value = super::BUILTIN_LAB)]
     pub inventory: PathBuf,
-    /// Directory for the lab's keys and known_hosts (default: XDG state dir's edgeforge/lab/<name>/).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
 }
 
 /// Arguments of `edgeforge lab up`.
@@ -39,18 +46,11 @@ pub struct LabArgs {
 pub struct UpArgs {
     #[command(flatten)]
     pub lab: LabArgs,
-    /// Rebuild VMs whose spec (cpus, memory, disk, image, keys) drifted from the inventory.
-    #[arg(long)]
-    pub recreate: bool,
-    /// Cache root for the base image and the KVM probe result.
+    /// Lock, journals and outputs (default: $XDG_STATE_HOME/edgeforge/<inventory name>).
     #[arg(long, value_name = "DIR")]
-    pub cache: Option<PathBuf>,
-    /// Debian release of the base image.
-    #[arg(long, default_value = baseimage::DEFAULT_RELEASE)]
-    pub release: String,
-    /// Seconds to wait for each VM's SSH server.
-    #[arg(long, default_value_t = 900)]
-    pub ssh_timeout: u64,
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub machines: MachineArgs,
 }
 
 /// Arguments of `edgeforge images build-base`.
@@ -69,244 +69,55 @@ pub struct BuildBaseArgs {
 
 /// Runs `edgeforge lab ...`.
 pub fn run(g: &GlobalOpts, cmd: LabCommand) -> Outcome {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return Outcome::Failed;
+    let args = match &cmd {
+        LabCommand::Up(up) => {
+            return super::apply::run(
+                g,
+                ApplyArgs::machines_only(
+                    up.lab.inventory.clone(),
+                    up.state_dir.clone(),
+                    up.machines.clone(),
+                ),
+            );
         }
+        LabCommand::Status(a) | LabCommand::Down(a) => a,
     };
-    let result = runtime.block_on(async {
-        match cmd {
-            LabCommand::Up(args) => lab_up(g, &args).await,
-            LabCommand::Status(args) => lab_status(g, &args).await,
-            LabCommand::Down(args) => lab_down(g, &args).await,
-        }
-    });
-    match result {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            if e.downcast_ref::<InvalidInput>().is_some()
-                || matches!(e.downcast_ref::<LabError>(), Some(LabError::Invalid(_)))
-            {
-                Outcome::InvalidInput
-            } else {
-                Outcome::Failed
-            }
-        }
-    }
-}
-
-/// An inventory that cannot be read (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct InvalidInput(String);
-
-/// The name `-i` defaults to: the built-in lab inventory, unless a file of
-/// that name exists in the working directory (as in the source tree).
-const BUILTIN_LAB: &str = "inventory/lab.yaml";
-
-/// Reads the inventory with the same checks as `edgeforge check`.
-fn load_inventory(path: &Path) -> anyhow::Result<Inventory> {
-    let loaded = if path == Path::new(BUILTIN_LAB) && !path.exists() {
-        crate::inventory::load_str(BUILTIN_LAB, crate::data::LAB_INVENTORY)
-    } else {
-        crate::inventory::load(path)
+    let loaded = match super::load_inventory(g, &args.inventory) {
+        Ok(l) => l,
+        Err(outcome) => return outcome,
     };
-    match loaded {
-        Ok(loaded) => Ok(loaded.inventory),
-        Err(crate::inventory::LoadError::Invalid(diags)) => {
-            let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
-            Err(InvalidInput(format!("the inventory is invalid:\n{}", text.join("\n"))).into())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn load_plan(args: &LabArgs) -> anyhow::Result<(LabPlan, PathBuf)> {
-    let inv = load_inventory(&args.inventory)?;
-    let plan = LabPlan::from_inventory(&inv).map_err(|e| match e {
-        LabError::Invalid(msg) => {
-            anyhow::Error::from(InvalidInput(format!("{}: {msg}", args.inventory.display())))
-        }
-        other => other.into(),
-    })?;
-    let state = match &args.state_dir {
-        Some(d) => d.clone(),
-        None => dirs::state_dir()
-            .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
-            .context("no state directory: set XDG_STATE_HOME or HOME, or pass --state-dir")?
-            .join("edgeforge")
-            .join("lab")
-            .join(&plan.name),
-    };
-    Ok((plan, state))
-}
-
-/// The identity file the inventory names for the lab's nodes (one for all),
-/// with `~` and relative paths resolved.
-fn lab_identity(plan: &LabPlan, inventory: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let mut files: Vec<&PathBuf> = plan
-        .vms()
-        .filter_map(|v| v.identity_file.as_ref())
-        .collect();
-    files.dedup();
-    if files.len() > 1 {
-        return Err(InvalidInput(format!(
-            "{}: the lab's nodes name different identity files ({}); the lab generates one key for all its VMs",
-            inventory.display(),
-            files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        ))
-        .into());
-    }
-    Ok(files.first().map(|p| {
-        if let Ok(rest) = p.strip_prefix("~")
-            && let Some(home) = dirs::home_dir()
-        {
-            return home.join(rest);
-        }
-        if p.is_relative() {
-            inventory.parent().unwrap_or(Path::new(".")).join(p)
-        } else {
-            (*p).clone()
-        }
-    }))
-}
-
-async fn lab_up(g: &GlobalOpts, args: &UpArgs) -> anyhow::Result<Outcome> {
-    let started = Instant::now();
-    let (mut plan, state) = load_plan(&args.lab)?;
-    let identity = lab_identity(&plan, &args.lab.inventory)?;
-    let mut opts = BuildOptions::new(&args.release)?;
-    opts.data_dir.clone_from(&g.data_dir);
-    if let Some(cache) = &args.cache {
-        opts.cache.clone_from(cache);
-    }
-    let cache_root = opts.cache.clone();
-    let quiet = g.quiet;
-    let say = |line: &str| {
-        if !quiet {
-            println!("{line}");
-        }
-    };
-    let (image, outcome) = tokio::task::spawn_blocking(move || {
-        baseimage::build(&opts, |line| {
-            if !quiet {
-                println!("  {line}");
+    super::finish((|| {
+        let runtime = super::runtime()?;
+        runtime.block_on(async {
+            match cmd {
+                LabCommand::Status(_) => lab_status(g, &loaded.inventory).await,
+                _ => lab_down(g, &loaded.inventory).await,
             }
         })
-    })
-    .await??;
-    say(&match outcome {
-        BuildOutcome::Cached => format!("base image: cached ({})", short(&image.sha256)),
-        BuildOutcome::Built(t) => format!(
-            "base image: built in {:.0} s ({})",
-            t.as_secs_f64(),
-            short(&image.sha256)
-        ),
-    });
-    let keys = LabKeys::ensure(&state, identity.as_deref(), &plan)?;
-    say(&format!(
-        "lab keys: {} (known_hosts {})",
-        keys.identity.display(),
-        keys.known_hosts.display()
-    ));
-    let mut changed = false;
-    let mut drifted = 0;
-    for host in &mut plan.hosts {
-        let hv = Hypervisor::connect(&host.uri, g.data_dir.as_deref()).await?;
-        let pool = hv.ensure_pool(&host.pool, &host.pool_path).await?;
-        let base = hv.ensure_base(&pool, &image).await?;
-        say(&format!(
-            "{}: pool {} at {}; base image {}",
-            host.hypervisor,
-            pool.name,
-            pool.path,
-            if base.uploaded {
-                "uploaded"
-            } else {
-                "already there"
-            }
-        ));
-        let accel = hv.detect_accel(&base, Some(&cache_root)).await?;
-        say(&format!(
-            "{}: acceleration {}: {}{}",
-            host.hypervisor,
-            accel.accel,
-            accel.reason,
-            if accel.cached { " (cached probe)" } else { "" }
-        ));
-        finish_specs(host, &base.sha256, &keys)?;
-        let actions = lab::up(&hv, &pool, host, &base, &keys, accel.accel, args.recreate).await?;
-        for (name, action) in &actions {
-            say(&format!("{name}: {action}"));
-            changed |= !matches!(action, VmAction::Unchanged | VmAction::Drifted { .. });
-            drifted += usize::from(matches!(action, VmAction::Drifted { .. }));
-        }
-        say(&format!(
-            "{}: waiting for SSH on {} VM(s)",
-            host.hypervisor,
-            host.vms.len()
-        ));
-        let ready = lab::wait_ready(&hv, host, Duration::from_secs(args.ssh_timeout)).await?;
-        for (name, t) in ready {
-            let addr = host
-                .vms
-                .iter()
-                .find(|v| v.spec.name == name)
-                .map_or("", |v| v.ssh_addr.as_str());
-            say(&format!(
-                "{name}: SSH answers on {addr} ({:.1} s)",
-                t.as_secs_f64()
-            ));
-        }
-    }
-    println!(
-        "lab {}: {} in {:.1} s{}",
-        plan.name,
-        if changed { "up" } else { "unchanged" },
-        started.elapsed().as_secs_f64(),
-        if drifted > 0 {
-            format!("; {drifted} VM(s) drifted, run `edgeforge lab up --recreate` to rebuild them")
-        } else {
-            String::new()
-        }
-    );
-    println!(
-        "VMs are ready for `edgeforge apply -i {}` (key {}, known_hosts {})",
-        args.lab.inventory.display(),
-        keys.identity.display(),
-        keys.known_hosts.display()
-    );
-    Ok(Outcome::Success)
+    })())
 }
 
-async fn lab_status(g: &GlobalOpts, args: &LabArgs) -> anyhow::Result<Outcome> {
-    let (plan, state) = load_plan(args)?;
+async fn lab_status(g: &GlobalOpts, inv: &Inventory) -> Result<Outcome, Error> {
+    let plan = LabPlan::from_inventory(inv)?;
+    let keys = LabKeys::ensure(
+        &crate::state::lab_dir(&plan.name),
+        plan.identity_file()?.as_deref(),
+        &plan,
+    )?;
+    let data = DataDir::new(g.data_dir.as_deref());
+    let mut opts = BuildOptions::new(baseimage::DEFAULT_RELEASE)?;
+    opts.data = data.clone();
+    // The spec hash needs the image's sha256; without a cached image the
+    // drift column says it cannot tell.
+    let image = baseimage::find_cached(&opts)?;
     println!(
         "{:<28} {:<10} {:<9} {:<18} {:<6} DRIFT",
         "VM", "HOST", "STATE", "SSH", "UP"
     );
     for host in &plan.hosts {
-        let hv = Hypervisor::connect(&host.uri, g.data_dir.as_deref()).await?;
-        let base = crate::baseimage::find_cached(&BuildOptions::new(baseimage::DEFAULT_RELEASE)?)?;
-        let mut host = host.clone();
-        // The spec hash needs the image's sha256; without a cached image the
-        // drift column compares against an unknown image and says so.
-        let known_image = match &base {
-            Some(image) => {
-                let keys = LabKeys::ensure(
-                    &state,
-                    lab_identity(&plan, &args.inventory)?.as_deref(),
-                    &plan,
-                )?;
-                finish_specs(&mut host, &image.sha256, &keys)?;
-                true
-            }
-            None => false,
-        };
-        for r in lab::status(&hv, &host, &plan.name).await? {
+        let hv = Hypervisor::connect(&host.uri, &data).await?;
+        let sha = image.as_ref().map(|i| i.sha256.as_str());
+        for r in lab::status(&hv, host, &plan.name, sha, &keys).await? {
             println!(
                 "{:<28} {:<10} {:<9} {:<18} {:<6} {}",
                 r.name,
@@ -314,11 +125,11 @@ async fn lab_status(g: &GlobalOpts, args: &LabArgs) -> anyhow::Result<Outcome> {
                 r.state.map_or("absent".to_owned(), |s| s.to_string()),
                 r.ssh_addr,
                 if r.ssh_up { "yes" } else { "no" },
-                match (r.state, known_image, r.drift) {
-                    (None, _, _) => "-",
-                    (_, false, _) => "unknown (no base image in the cache)",
-                    (_, true, true) => "yes (lab up --recreate rebuilds it)",
-                    (_, true, false) => "no",
+                match (r.state, r.drift) {
+                    (None, _) => "-",
+                    (_, None) => "unknown (no base image in the cache)",
+                    (_, Some(true)) => "yes (lab up --recreate rebuilds it)",
+                    (_, Some(false)) => "no",
                 }
             );
         }
@@ -326,11 +137,12 @@ async fn lab_status(g: &GlobalOpts, args: &LabArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-async fn lab_down(g: &GlobalOpts, args: &LabArgs) -> anyhow::Result<Outcome> {
-    let (plan, _) = load_plan(args)?;
+async fn lab_down(g: &GlobalOpts, inv: &Inventory) -> Result<Outcome, Error> {
+    let plan = LabPlan::from_inventory(inv)?;
+    let data = DataDir::new(g.data_dir.as_deref());
     let mut removed_any = false;
     for host in &plan.hosts {
-        let hv = Hypervisor::connect(&host.uri, g.data_dir.as_deref()).await?;
+        let hv = Hypervisor::connect(&host.uri, &data).await?;
         for (name, removed) in lab::down(&hv, host, &plan.name).await? {
             removed_any = true;
             println!(
@@ -361,25 +173,15 @@ async fn lab_down(g: &GlobalOpts, args: &LabArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn short(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
-}
-
 /// Runs `edgeforge images build-base`.
 pub fn run_build_base(g: &GlobalOpts, args: &BuildBaseArgs) -> Outcome {
-    match build_base(g, args) {
-        Ok(()) => Outcome::Success,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            Outcome::Failed
-        }
-    }
+    super::finish(build_base(g, args).map(|()| Outcome::Success))
 }
 
-fn build_base(g: &GlobalOpts, args: &BuildBaseArgs) -> anyhow::Result<()> {
+fn build_base(g: &GlobalOpts, args: &BuildBaseArgs) -> Result<(), Error> {
     let mut opts = BuildOptions::new(&args.release)?;
     opts.mirror.clone_from(&args.mirror);
-    opts.data_dir.clone_from(&g.data_dir);
+    opts.data = DataDir::new(g.data_dir.as_deref());
     if let Some(cache) = &args.cache {
         opts.cache.clone_from(cache);
     }

@@ -1,8 +1,11 @@
 //! Command-line interface: clap commands, output format and exit codes.
 //!
 //! One file per command group; each defines its clap `Args` and a `run`
-//! function returning an [`Outcome`]. Exit codes: 0 success, 1 runtime
-//! failure, 2 invalid input (inventory, playbook or arguments).
+//! function that only parses, calls the library and prints. Every command
+//! ends through [`finish`]: an [`Outcome`], or a [`crate::Error`] printed
+//! with its chain and mapped to its exit code. Exit codes: 0 success, 1
+//! runtime failure, 2 invalid input (inventory, playbook or arguments), 130
+//! interrupted. Every command reads its inventory through [`load_inventory`].
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -38,6 +41,78 @@ impl From<Outcome> for ExitCode {
             Outcome::Interrupted => ExitCode::from(130),
         }
     }
+}
+
+/// Prints `result`'s error, if any, with its whole chain, and returns the outcome to exit with.
+pub(crate) fn finish(result: Result<Outcome, crate::Error>) -> Outcome {
+    match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: {}", crate::error::chain(&e));
+            match e.exit_code() {
+                2 => Outcome::InvalidInput,
+                _ => Outcome::Failed,
+            }
+        }
+    }
+}
+
+/// The name `-i` of the lab commands defaults to: the built-in lab
+/// inventory, unless a file of that name exists in the working directory (as
+/// in the source tree).
+pub(crate) const BUILTIN_LAB: &str = "inventory/lab.yaml";
+
+/// Loads the inventory for any command (check, plan, apply, lab, images):
+/// prints its diagnostics (warnings only without `-q`) and, when it cannot be
+/// used, a summary line, returning the outcome to exit with (2 invalid, 1
+/// unreadable). `inventory/lab.yaml` is the built-in lab when no such file exists.
+pub(crate) fn load_inventory(
+    g: &GlobalOpts,
+    path: &std::path::Path,
+) -> Result<crate::inventory::Loaded, Outcome> {
+    use crate::inventory::{LoadError, Severity};
+    let color = check::use_color(
+        g.color,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
+    let loaded = if path == std::path::Path::new(BUILTIN_LAB) && !path.exists() {
+        crate::inventory::load_str(BUILTIN_LAB, crate::data::LAB_INVENTORY)
+    } else {
+        crate::inventory::load(path)
+    };
+    match loaded {
+        Ok(loaded) => {
+            check::print_diagnostics(&loaded.warnings, g.quiet, color);
+            Ok(loaded)
+        }
+        Err(LoadError::Invalid(diags)) => {
+            check::print_diagnostics(&diags, g.quiet, color);
+            let errors = diags
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            let warnings = diags.len() - errors;
+            eprintln!(
+                "{}: invalid: {errors} error{}, {warnings} warning{}",
+                path.display(),
+                check::plural(errors),
+                check::plural(warnings)
+            );
+            Err(Outcome::InvalidInput)
+        }
+        Err(e) => {
+            eprintln!("error: {}", crate::error::chain(&e));
+            Err(Outcome::Failed)
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime for a command.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, crate::Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::Error::Exec(crate::exec::ExecError::Runtime(e)))
 }
 
 /// When to colour output.

@@ -66,7 +66,7 @@ pub fn run(g: &GlobalOpts, args: PlanArgs) -> Outcome {
             return Outcome::InvalidInput;
         }
     };
-    let inventory = match super::check::load_inventory(g, &args.inventory) {
+    let inventory = match super::load_inventory(g, &args.inventory) {
         Ok(loaded) => loaded.inventory,
         Err(outcome) => return outcome,
     };

@@ -1,16 +1,18 @@
 //! Events of a run and where they go.
 //!
-//! The executor emits [`Event`]s; sinks show them: [`ProgressSink`]
-//! (indicatif: an overall bar and one line per active host) on a terminal,
-//! [`TextSink`] (timestamped lines) otherwise, [`JsonSink`] (one JSON object
-//! per line, for machines). Every event passes a [`Redactor`] first, so a
-//! secret value never reaches a sink.
+//! The executor emits [`Event`]s keyed by task (its plan key, e.g.
+//! `edge-1/os`), subject (the node, or `site/<name>` for a site's cluster
+//! tasks: one row of the summary) and target (`host:edge-1`,
+//! `hypervisor:local`, `cluster:lab`, ...). Sinks show them:
+//! [`super::progress::ProgressSink`] on a terminal, [`TextSink`] (timestamped
+//! lines) otherwise, [`JsonSink`] (one JSON object per line, for machines).
+//! Every event passes the run's [`Redactor`] first, so a secret value never
+//! reaches a sink — including secrets that only appear during the run.
 
 use std::io::Write;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 /// How a step ended.
@@ -23,7 +25,7 @@ pub enum StepStatus {
     Changed,
     /// Not run: `when` false, tags, or already applied per the journal.
     Skipped,
-    /// Failed; the host's chain stops.
+    /// Failed; the task stops, and so do the tasks that need it.
     Failed,
 }
 
@@ -33,29 +35,52 @@ pub enum StepStatus {
 pub enum Event {
     /// The run begins.
     RunStarted {
-        /// Hosts in the run.
-        hosts: usize,
+        /// Tasks in the run.
+        tasks: usize,
+        /// Subjects (nodes and sites) in the run.
+        subjects: usize,
         /// Check mode.
         check: bool,
     },
-    /// A host's work begins.
-    HostStarted {
-        /// Node name.
-        host: String,
+    /// A task begins.
+    TaskStarted {
+        /// The task's plan key.
+        task: String,
+        /// Its summary row: node name or `site/<name>`.
+        subject: String,
+        /// What it runs against.
+        target: String,
+        /// Its layer (or `playbook` for `--playbook` runs).
+        layer: String,
     },
     /// A step begins.
     StepStarted {
-        /// Node name.
-        host: String,
+        /// The task.
+        task: String,
+        /// Its subject.
+        subject: String,
         /// Playbook name.
         playbook: String,
         /// Step name.
         step: String,
     },
+    /// A long step says where it is.
+    StepProgress {
+        /// The task.
+        task: String,
+        /// Its subject.
+        subject: String,
+        /// Step name.
+        step: String,
+        /// What it is doing.
+        message: String,
+    },
     /// A step ended.
     StepFinished {
-        /// Node name.
-        host: String,
+        /// The task.
+        task: String,
+        /// Its subject.
+        subject: String,
         /// Playbook name.
         playbook: String,
         /// Step name.
@@ -64,18 +89,33 @@ pub enum Event {
         status: StepStatus,
         /// Seconds it took.
         duration_s: f64,
-        /// Why it was skipped or how it failed.
+        /// Why it was skipped, how it failed, or a warning.
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
         /// A unified diff of a changed file.
         #[serde(skip_serializing_if = "Option::is_none")]
         diff: Option<String>,
     },
-    /// A host's work ended.
-    HostFinished {
-        /// Node name.
-        host: String,
-        /// Steps per status.
+    /// A task published an output (its value is never in an event).
+    OutputPublished {
+        /// The task.
+        task: String,
+        /// The output's name.
+        name: String,
+        /// Whether the value is a secret.
+        secret: bool,
+    },
+    /// A task ended.
+    TaskFinished {
+        /// The task.
+        task: String,
+        /// Its subject.
+        subject: String,
+        /// What it ran against.
+        target: String,
+        /// Its layer.
+        layer: String,
+        /// Steps already in state.
         ok: usize,
         /// Steps that changed something.
         changed: usize,
@@ -85,31 +125,39 @@ pub enum Event {
         skipped: usize,
         /// Seconds it took.
         duration_s: f64,
-        /// Why the host failed, if it did.
+        /// Why the task failed, if it did.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
-    /// A host was never started (max-fail reached or the run interrupted).
-    HostNotStarted {
-        /// Node name.
-        host: String,
+    /// A task was never started (a task it needs failed, max-fail, or Ctrl-C).
+    TaskNotStarted {
+        /// The task.
+        task: String,
+        /// Its subject.
+        subject: String,
+        /// What it would have run against.
+        target: String,
+        /// Its layer.
+        layer: String,
         /// Why.
         reason: String,
     },
     /// The run ended.
     RunFinished {
-        /// Hosts that finished without failure.
-        ok_hosts: usize,
-        /// Hosts that failed.
-        failed_hosts: usize,
-        /// Hosts never started.
+        /// Tasks that finished without failure.
+        ok_tasks: usize,
+        /// Tasks that failed.
+        failed_tasks: usize,
+        /// Tasks never started.
         not_started: usize,
+        /// Subjects with a failed or unstarted task.
+        failed_subjects: usize,
         /// Seconds the run took.
         duration_s: f64,
     },
 }
 
-/// Receives events. Implementations must be cheap; they are called from host tasks.
+/// Receives events. Implementations must be cheap; they are called from task futures.
 pub trait EventSink: Send + Sync {
     /// Shows or records one event.
     fn emit(&self, event: &Event);
@@ -117,26 +165,42 @@ pub trait EventSink: Send + Sync {
     fn finish(&self) {}
 }
 
-/// Replaces every known secret value in event text with `********`.
+/// Replaces every known secret value in text with `********`; shared by the
+/// whole run, so a secret added by one task is redacted everywhere after.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<String>,
+    secrets: Arc<RwLock<Vec<String>>>,
 }
 
 impl Redactor {
     /// A redactor for these secret values (empty ones are ignored).
     pub fn new<I: IntoIterator<Item = String>>(secrets: I) -> Redactor {
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        let r = Redactor::default();
+        for s in secrets {
+            r.add(&s);
+        }
+        r
+    }
+
+    /// Redacts `secret` from now on (an empty value is ignored).
+    pub fn add(&self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        let mut all = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        if all.iter().any(|s| s == secret) {
+            return;
+        }
+        all.push(secret.to_string());
         // Longest first, so a secret containing another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
-        Redactor { secrets }
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
     /// `text` with every secret replaced.
     pub fn redact(&self, text: &str) -> String {
+        let all = self.secrets.read().unwrap_or_else(|p| p.into_inner());
         let mut out = text.to_string();
-        for s in &self.secrets {
+        for s in all.iter() {
             if out.contains(s.as_str()) {
                 out = out.replace(s.as_str(), "********");
             }
@@ -144,15 +208,45 @@ impl Redactor {
         out
     }
 
-    /// The event with every text field redacted.
+    fn is_empty(&self) -> bool {
+        self.secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// The event with every free-text field redacted.
     pub fn redact_event(&self, event: Event) -> Event {
-        if self.secrets.is_empty() {
+        if self.is_empty() {
             return event;
         }
         let r = |s: String| self.redact(&s);
         match event {
+            Event::StepStarted {
+                task,
+                subject,
+                playbook,
+                step,
+            } => Event::StepStarted {
+                task,
+                subject,
+                playbook,
+                step: r(step),
+            },
+            Event::StepProgress {
+                task,
+                subject,
+                step,
+                message,
+            } => Event::StepProgress {
+                task,
+                subject,
+                step: r(step),
+                message: r(message),
+            },
             Event::StepFinished {
-                host,
+                task,
+                subject,
                 playbook,
                 step,
                 status,
@@ -160,7 +254,8 @@ impl Redactor {
                 message,
                 diff,
             } => Event::StepFinished {
-                host,
+                task,
+                subject,
                 playbook,
                 step: r(step),
                 status,
@@ -168,31 +263,41 @@ impl Redactor {
                 message: message.map(r),
                 diff: diff.map(r),
             },
-            Event::StepStarted {
-                host,
-                playbook,
-                step,
-            } => Event::StepStarted {
-                host,
-                playbook,
-                step: r(step),
-            },
-            Event::HostFinished {
-                host,
+            Event::TaskFinished {
+                task,
+                subject,
+                target,
+                layer,
                 ok,
                 changed,
                 failed,
                 skipped,
                 duration_s,
                 error,
-            } => Event::HostFinished {
-                host,
+            } => Event::TaskFinished {
+                task,
+                subject,
+                target,
+                layer,
                 ok,
                 changed,
                 failed,
                 skipped,
                 duration_s,
                 error: error.map(r),
+            },
+            Event::TaskNotStarted {
+                task,
+                subject,
+                target,
+                layer,
+                reason,
+            } => Event::TaskNotStarted {
+                task,
+                subject,
+                target,
+                layer,
+                reason: r(reason),
             },
             other => other,
         }
@@ -279,16 +384,39 @@ impl EventSink for TextSink {
 /// The one-line description of an event (None: not worth a line).
 pub fn text_line(event: &Event, verbose: bool) -> Option<String> {
     Some(match event {
-        Event::RunStarted { hosts, check } => {
-            format!(
-                "run started: {hosts} host(s){}",
-                if *check { ", check mode" } else { "" }
-            )
+        Event::RunStarted {
+            tasks,
+            subjects,
+            check,
+        } => format!(
+            "run started: {tasks} task(s) on {subjects} node(s) and site(s){}",
+            if *check { ", check mode" } else { "" }
+        ),
+        Event::TaskStarted {
+            subject,
+            target,
+            layer,
+            ..
+        } => {
+            if !verbose {
+                return None;
+            }
+            format!("{subject}: {layer} started on {target}")
         }
-        Event::HostStarted { host } => format!("{host}: started"),
         Event::StepStarted { .. } => return None,
+        Event::StepProgress {
+            subject,
+            step,
+            message,
+            ..
+        } => {
+            if !verbose {
+                return None;
+            }
+            format!("{subject}: {step}: {message}")
+        }
         Event::StepFinished {
-            host,
+            subject,
             playbook,
             step,
             status,
@@ -296,7 +424,8 @@ pub fn text_line(event: &Event, verbose: bool) -> Option<String> {
             message,
             ..
         } => {
-            if !verbose && matches!(status, StepStatus::Ok | StepStatus::Skipped) {
+            let warned = *status != StepStatus::Skipped && message.is_some();
+            if !verbose && !warned && matches!(status, StepStatus::Ok | StepStatus::Skipped) {
                 return None;
             }
             let status = match status {
@@ -309,20 +438,23 @@ pub fn text_line(event: &Event, verbose: bool) -> Option<String> {
                 .as_ref()
                 .map(|m| format!(" ({m})"))
                 .unwrap_or_default();
-            format!("{host}: {playbook} / {step}: {status} in {duration_s:.2}s{msg}")
+            format!("{subject}: {playbook} / {step}: {status} in {duration_s:.2}s{msg}")
         }
-        Event::HostFinished {
-            host,
+        Event::OutputPublished { .. } => return None,
+        Event::TaskFinished {
+            subject,
+            layer,
             ok,
             changed,
             failed,
             skipped,
             duration_s,
             error,
+            ..
         } => {
             let err = error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
             format!(
-                "{host}: {} ok={ok} changed={changed} failed={failed} skipped={skipped} in {duration_s:.2}s{err}",
+                "{subject}: {layer} {} ok={ok} changed={changed} failed={failed} skipped={skipped} in {duration_s:.2}s{err}",
                 if *failed > 0 || error.is_some() {
                     "FAILED"
                 } else {
@@ -330,94 +462,22 @@ pub fn text_line(event: &Event, verbose: bool) -> Option<String> {
                 }
             )
         }
-        Event::HostNotStarted { host, reason } => format!("{host}: not started ({reason})"),
+        Event::TaskNotStarted {
+            subject,
+            layer,
+            reason,
+            ..
+        } => format!("{subject}: {layer} not started ({reason})"),
         Event::RunFinished {
-            ok_hosts,
-            failed_hosts,
+            ok_tasks,
+            failed_tasks,
             not_started,
             duration_s,
+            ..
         } => format!(
-            "run finished in {duration_s:.2}s: {ok_hosts} ok, {failed_hosts} failed, {not_started} not started"
+            "run finished in {duration_s:.2}s: {ok_tasks} task(s) ok, {failed_tasks} failed, {not_started} not started"
         ),
     })
-}
-
-/// indicatif bars: one overall bar, one spinner line per active host.
-pub struct ProgressSink {
-    multi: MultiProgress,
-    overall: ProgressBar,
-    hosts: Mutex<std::collections::HashMap<String, ProgressBar>>,
-    diff: bool,
-}
-
-impl ProgressSink {
-    /// Bars for `total` hosts on stderr; diffs printed above the bars when `diff`.
-    pub fn new(total: usize, diff: bool) -> ProgressSink {
-        let multi = MultiProgress::new();
-        let overall = multi.add(ProgressBar::new(total as u64));
-        overall.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} hosts {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        ProgressSink {
-            multi,
-            overall,
-            hosts: Mutex::new(Default::default()),
-            diff,
-        }
-    }
-}
-
-impl EventSink for ProgressSink {
-    fn emit(&self, event: &Event) {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        match event {
-            Event::HostStarted { host } => {
-                let bar = self.multi.add(ProgressBar::new_spinner());
-                bar.set_style(
-                    ProgressStyle::with_template("  {spinner} {prefix}: {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-                bar.set_prefix(host.clone());
-                bar.enable_steady_tick(Duration::from_millis(120));
-                hosts.insert(host.clone(), bar);
-            }
-            Event::StepStarted { host, step, .. } => {
-                if let Some(bar) = hosts.get(host) {
-                    bar.set_message(step.clone());
-                }
-            }
-            Event::StepFinished { diff, status, .. } => {
-                if (self.diff && diff.is_some()) || *status == StepStatus::Failed {
-                    if let Some(line) = text_line(event, true) {
-                        let _ = self.multi.println(line);
-                    }
-                    if let Some(d) = diff.as_ref().filter(|_| self.diff) {
-                        let _ = self.multi.println(d.trim_end());
-                    }
-                }
-            }
-            Event::HostFinished { host, .. } | Event::HostNotStarted { host, .. } => {
-                if let Some(bar) = hosts.remove(host) {
-                    bar.finish_and_clear();
-                    self.multi.remove(&bar);
-                }
-                if let Some(line) = text_line(event, true).filter(|_| {
-                    matches!(event, Event::HostNotStarted { .. }) || is_failed_host(event)
-                }) {
-                    let _ = self.multi.println(line);
-                }
-                self.overall.inc(1);
-            }
-            Event::RunFinished { .. } => self.overall.finish_and_clear(),
-            Event::RunStarted { .. } => {}
-        }
-    }
-}
-
-fn is_failed_host(event: &Event) -> bool {
-    matches!(event, Event::HostFinished { failed, error, .. } if *failed > 0 || error.is_some())
 }
 
 /// Now as RFC 3339 UTC with milliseconds, e.g. `2026-11-27T01:40:00.123Z`.
@@ -451,20 +511,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_are_redacted_from_every_text_field() {
+    fn secrets_are_redacted_from_every_text_field_even_when_added_late() {
         let r = Redactor::new(["s3cr3t".to_string(), String::new()]);
+        let shared = r.clone();
+        shared.add("late-token-42");
         let ev = r.redact_event(Event::StepFinished {
-            host: "h".into(),
+            task: "h/os".into(),
+            subject: "h".into(),
             playbook: "p".into(),
             step: "s".into(),
             status: StepStatus::Failed,
             duration_s: 0.0,
-            message: Some("token s3cr3t rejected".into()),
+            message: Some("token s3cr3t rejected, late-token-42 too".into()),
             diff: Some("+token: s3cr3t\n".into()),
         });
         let json = serde_json::to_string(&ev).unwrap();
-        assert!(!json.contains("s3cr3t"), "{json}");
+        assert!(
+            !json.contains("s3cr3t") && !json.contains("late-token-42"),
+            "{json}"
+        );
         assert!(json.contains("token ******** rejected"), "{json}");
+        let ev = r.redact_event(Event::TaskNotStarted {
+            task: "h/k3s".into(),
+            subject: "h".into(),
+            target: "host:h".into(),
+            layer: "k3s".into(),
+            reason: "bad s3cr3t".into(),
+        });
+        assert!(!serde_json::to_string(&ev).unwrap().contains("s3cr3t"));
     }
 
     #[test]
@@ -482,11 +556,17 @@ mod tests {
         }
         let buf = Buf::default();
         let sink = JsonSink::new(Box::new(buf.clone()));
-        sink.emit(&Event::HostStarted { host: "n1".into() });
+        sink.emit(&Event::TaskStarted {
+            task: "n1/os".into(),
+            subject: "n1".into(),
+            target: "host:n1".into(),
+            layer: "os".into(),
+        });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-        assert_eq!(v["event"], "host_started");
-        assert_eq!(v["host"], "n1");
+        assert_eq!(v["event"], "task_started");
+        assert_eq!(v["subject"], "n1");
+        assert_eq!(v["target"], "host:n1");
         assert!(v["ts"].as_str().unwrap().ends_with('Z'));
     }
 

@@ -1,6 +1,9 @@
-//! The journal: what was applied to each host, with which input hash.
+//! The journal: what was applied to each subject, with which input hash.
 //!
-//! One append-only file of JSON lines per host under `<state dir>/journal/`.
+//! One append-only file of JSON lines per subject (a node, or `site/<name>`
+//! for a site's cluster tasks) under `<state dir>/journal/` (0700, files
+//! 0600). Records name the playbook and step; a node's tasks of different
+//! layers share its file.
 //! A step's line records the hash of its resolved inputs (rendered
 //! parameters and content, the host's machine id, and its boot id for kinds
 //! whose effect a reboot undoes) and its result. A later run skips a step
@@ -13,6 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -64,24 +68,24 @@ pub enum JournalError {
     },
 }
 
-/// The journal of one host: what it says, and the open file to append to.
+/// The journal of one subject: what it says, and the open file to append to.
 #[derive(Debug)]
-pub struct HostJournal {
+pub struct Journal {
     path: PathBuf,
     file: File,
     applied: HashMap<(String, String), String>,
     pending: BTreeSet<(String, String)>,
 }
 
-impl HostJournal {
-    /// Opens (creating) `<dir>/<host>.jsonl` and reads what it holds.
-    pub fn open(dir: &Path, host: &str) -> Result<HostJournal, JournalError> {
-        let path = dir.join(format!("{}.jsonl", sanitize(host)));
+impl Journal {
+    /// Opens (creating) `<dir>/<subject>.jsonl` and reads what it holds.
+    pub fn open(dir: &Path, subject: &str) -> Result<Journal, JournalError> {
+        let path = dir.join(format!("{}.jsonl", super::outputs::file_name(subject)));
         let io = |source| JournalError::Io {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::state::private_dir(dir).map_err(io)?;
         let mut applied = HashMap::new();
         let mut pending = BTreeSet::new();
         let mut needs_newline = false;
@@ -110,6 +114,7 @@ impl HostJournal {
             }
         }
         let mut file = OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .append(true)
             .open(&path)
@@ -118,7 +123,7 @@ impl HostJournal {
             // Keep the torn line on its own so the next record parses.
             file.write_all(b"\n").map_err(io)?;
         }
-        Ok(HostJournal {
+        Ok(Journal {
             path,
             file,
             applied,
@@ -142,7 +147,7 @@ impl HostJournal {
             .collect()
     }
 
-    /// Appends one record (written at once; fsynced by [`HostJournal::sync`]).
+    /// Appends one record (written at once; fsynced by [`Journal::sync`]).
     pub fn append(&mut self, record: Record) -> Result<(), JournalError> {
         match &record {
             Record::Step {
@@ -180,19 +185,6 @@ impl HostJournal {
     }
 }
 
-/// A host name made safe as a file name.
-fn sanitize(host: &str) -> String {
-    host.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +203,7 @@ mod tests {
     fn records_survive_reopen_and_a_torn_last_line() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut j = HostJournal::open(dir.path(), "edge-1").unwrap();
+            let mut j = Journal::open(dir.path(), "edge-1").unwrap();
             j.append(step("a", "h1")).unwrap();
             j.append(Record::Notify {
                 playbook: "os".into(),
@@ -226,7 +218,7 @@ mod tests {
         f.write_all(br#"{"t":"step","playbook":"os","step":"b","ha"#)
             .unwrap();
         drop(f);
-        let mut j = HostJournal::open(dir.path(), "edge-1").unwrap();
+        let mut j = Journal::open(dir.path(), "edge-1").unwrap();
         assert!(j.is_applied("os", "a", "h1"));
         assert!(!j.is_applied("os", "a", "other"));
         assert!(!j.is_applied("os", "b", "h2"));
@@ -238,7 +230,7 @@ mod tests {
         })
         .unwrap();
         drop(j);
-        let j = HostJournal::open(dir.path(), "edge-1").unwrap();
+        let j = Journal::open(dir.path(), "edge-1").unwrap();
         assert!(
             j.is_applied("os", "b", "h2"),
             "a record after a torn line parses"
@@ -248,6 +240,6 @@ mod tests {
 
     #[test]
     fn host_names_become_safe_file_names() {
-        assert_eq!(sanitize("../etc/x y"), ".._etc_x_y");
+        assert_eq!(crate::exec::outputs::file_name("../etc/x y"), ".._etc_x_y");
     }
 }

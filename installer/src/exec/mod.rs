@@ -1,68 +1,99 @@
-//! The executor: runs playbook steps on many hosts.
+//! The executor: walks the plan's tasks as a DAG and runs each against its target.
 //!
-//! Input is a list of waves, each a set of [`HostWork`] (a host and the
-//! ordered playbooks it gets). Hosts of a wave run in parallel, bounded by
-//! `--parallel`; the next wave starts when the previous one is done (the plan
-//! uses waves for "first server before joiners"). Steps of one host run in
-//! order; a failing step stops that host only. `--max-fail` stops starting
-//! new hosts; Ctrl-C ([`Cancel`]) stops starting steps and lets running ones
-//! finish within a grace period. Every step outcome is an [`events::Event`]
-//! and, unless in check mode, a [`journal`] record.
+//! Input is a [`RunSpec`]: the plan's tasks (built by [`prepare`] from the
+//! inventory and the plan), each with its [`Target`], playbook, template
+//! context and the tasks it requires. A task starts as soon as every task it
+//! requires has succeeded — there are no waves, so a fast site never waits
+//! for a slow one — bounded by a limit per target kind (`--parallel`). A
+//! task that fails, is interrupted or never starts stops exactly the tasks
+//! that need it, transitively (a node's own later layers included), and
+//! nothing else. `--max-fail` stops starting tasks once too many subjects
+//! failed; Ctrl-C ([`Cancel`]) stops starting steps and lets running ones
+//! finish within a grace period.
+//!
+//! Targets are opened lazily by [`targets::Targets`], once per run each: a
+//! host's SSH connection when its first task starts (so a machine-layer task
+//! can create the machine first) and closed after its last. Steps of one task
+//! run in order; a failing step fails its task. A step may publish outputs
+//! ([`outputs`]), persisted in the state directory and visible to later
+//! tasks; secret ones are redacted from everything the run prints. Every
+//! step outcome is an [`events::Event`] and, unless in check mode, a
+//! [`journal`] record of its subject.
 
 pub mod events;
 pub mod journal;
 pub mod lock;
+pub mod outputs;
+pub mod prepare;
+pub mod progress;
 pub mod select;
+pub mod summary;
+pub mod targets;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::facts::{self, Facts};
-use crate::playbook::steps::{Prepared, StepEnv, StepKind, StepReport};
-use crate::playbook::{Playbook, Step};
-use crate::render::{DataDir, Renderer};
-use crate::transport::{Transport, TransportError, probe_files};
+use crate::data::DataDir;
+use crate::facts::Facts;
+use crate::playbook::kinds::{Conn, Prepared, Reach, StepEnv, StepError, StepReport, TaskData};
+use crate::playbook::{Playbook, Step, TargetKind};
+use crate::render::Renderer;
+use crate::transport::{Transport, probe_files};
 use events::{Event, EventSink, Redactor, StepStatus};
-use journal::{HostJournal, Record};
+use journal::{Journal, JournalError, Record};
+use outputs::{Outputs, OutputsError};
 use select::MaxFail;
+pub use summary::{RunSummary, TaskOutcome, TaskSummary};
+pub use targets::{ConnectError, Connector, Target};
 
-/// One host's share of a run.
+/// One task of a run.
 #[derive(Debug, Clone)]
-pub struct HostWork {
-    /// Node name (unique; names the journal file).
-    pub name: String,
-    /// Site name.
+pub struct ExecTask {
+    /// The plan key, unique in the run: `<node>/<layer>` or `site/<site>/<action>`.
+    pub key: String,
+    /// The summary row it counts in: the node, or `site/<site>`.
+    pub subject: String,
+    /// The site.
     pub site: String,
-    /// The inventory part of the template context ([`crate::render::inventory_context`]).
+    /// The node the task is about, if any (its SSH connection is reachable from the task's steps).
+    pub node: Option<String>,
+    /// The layer (`machine`, `os`, ... or `playbook` for `--playbook`).
+    pub layer: String,
+    /// What the task runs against.
+    pub target: Target,
+    /// Its steps.
+    pub playbook: Arc<Playbook>,
+    /// The inventory part of its template context ([`crate::context`]).
     pub context: Value,
-    /// Playbooks to run, in order (already filtered by their `hosts`).
-    pub playbooks: Vec<Arc<Playbook>>,
-    /// Secret values, visible to templates as `secrets.*` and redacted from every event.
+    /// Secret values read from references, visible as `secrets.*`, redacted everywhere.
     pub secrets: BTreeMap<String, String>,
-    /// Hosts of earlier waves that must have succeeded for this one to start.
-    pub requires: Vec<String>,
+    /// Data from the plan beyond the context (a VM's spec).
+    pub data: TaskData,
+    /// Indices (in [`RunSpec::tasks`]) of the tasks that must succeed first.
+    pub deps: Vec<usize>,
 }
 
-/// Opens the transport for a host (the SSH connection in production).
-pub type Connector = Arc<
-    dyn Fn(&HostWork) -> BoxFuture<'static, Result<Arc<dyn Transport>, TransportError>>
-        + Send
-        + Sync,
->;
+/// The tasks of a run, dependencies before dependants.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    /// Every task; `deps` index into this list.
+    pub tasks: Vec<ExecTask>,
+}
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Hosts worked on at once.
+    /// Tasks run at once per target kind (hosts, clusters, hypervisors, ...).
     pub parallel: usize,
-    /// Stop starting hosts past this many failures.
+    /// Stop starting tasks past this many failed subjects.
     pub max_fail: Option<MaxFail>,
     /// Change nothing; report what would change.
     pub check: bool,
@@ -74,8 +105,10 @@ pub struct RunOptions {
     pub skip_tags: Vec<String>,
     /// Ignore the journal: run every step.
     pub force: bool,
-    /// Where host journals live (none: no journal).
-    pub journal_dir: Option<PathBuf>,
+    /// Rebuild machines whose spec drifted.
+    pub recreate: bool,
+    /// The inventory's state directory: journals and outputs (none: neither is kept).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -88,9 +121,54 @@ impl Default for RunOptions {
             tags: Vec::new(),
             skip_tags: Vec::new(),
             force: false,
-            journal_dir: None,
+            recreate: false,
+            state_dir: None,
         }
     }
+}
+
+/// Errors that keep a run from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Another run holds the lock, or the lock cannot be taken.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    /// The outputs of earlier runs cannot be read.
+    #[error(transparent)]
+    Outputs(#[from] OutputsError),
+    /// The run could not be prepared from the inventory and plan.
+    #[error(transparent)]
+    Prepare(#[from] prepare::PrepareError),
+    /// The async runtime could not start.
+    #[error("starting the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl ExecError {
+    /// 2 for problems the input causes, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ExecError::Prepare(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
+}
+
+/// Why a task failed.
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Outputs(#[from] OutputsError),
+    #[error("{playbook} / {step}: {message}")]
+    Step {
+        playbook: String,
+        step: String,
+        message: String,
+    },
 }
 
 /// Stops a run: [`Cancel::stop`] lets running steps finish, [`Cancel::abort`] drops them.
@@ -112,7 +190,7 @@ impl Cancel {
         self.inner.stopped.store(true, Ordering::SeqCst);
     }
 
-    /// Running steps are abandoned too (their hosts are reported interrupted).
+    /// Running steps are abandoned too (their tasks are reported interrupted).
     pub fn abort(&self) {
         self.stop();
         self.inner.aborted.store(true, Ordering::SeqCst);
@@ -135,131 +213,22 @@ impl Cancel {
     }
 }
 
-/// How a host's work ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostOutcome {
-    /// Every selected step ran without failure.
-    Done,
-    /// A step (or connecting, or facts) failed.
-    Failed(String),
-    /// Stopped by Ctrl-C before its last step.
-    Interrupted,
-    /// Never started.
-    NotStarted(String),
-}
-
-/// One host's line in the summary.
-#[derive(Debug, Clone)]
-pub struct HostSummary {
-    /// Node name.
-    pub host: String,
-    /// Site name.
-    pub site: String,
-    /// How it ended.
-    pub outcome: HostOutcome,
-    /// Steps already in state.
-    pub ok: usize,
-    /// Steps that changed something.
-    pub changed: usize,
-    /// Steps that failed.
-    pub failed: usize,
-    /// Steps not run.
-    pub skipped: usize,
-    /// Wall time.
-    pub duration: Duration,
-}
-
-/// The result of a run.
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    /// Every host, in input order.
-    pub hosts: Vec<HostSummary>,
-    /// Ctrl-C stopped the run.
-    pub interrupted: bool,
-    /// Wall time.
-    pub duration: Duration,
-}
-
-impl RunSummary {
-    /// 130 when interrupted, 1 when a host failed or did not start, else 0.
-    pub fn exit_code(&self) -> u8 {
-        if self.interrupted {
-            130
-        } else if self.hosts.iter().any(|h| h.outcome != HostOutcome::Done) {
-            1
-        } else {
-            0
-        }
-    }
-
-    /// The per-host table printed at the end of `apply`.
-    pub fn table(&self) -> String {
-        let width = self
-            .hosts
-            .iter()
-            .map(|h| h.host.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        let mut out = format!(
-            "{:<width$}  {:>4} {:>7} {:>6} {:>7} {:>8}  result\n",
-            "HOST", "OK", "CHANGED", "FAILED", "SKIPPED", "TIME"
-        );
-        for h in &self.hosts {
-            let result = match &h.outcome {
-                HostOutcome::Done => "ok".to_string(),
-                // One row per host, even when the error carries a command's multi-line output.
-                HostOutcome::Failed(e) => format!(
-                    "FAILED: {}",
-                    e.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                ),
-                HostOutcome::Interrupted => "interrupted".to_string(),
-                HostOutcome::NotStarted(why) => format!("not started: {why}"),
-            };
-            out.push_str(&format!(
-                "{:<width$}  {:>4} {:>7} {:>6} {:>7} {:>7.2}s  {result}\n",
-                h.host,
-                h.ok,
-                h.changed,
-                h.failed,
-                h.skipped,
-                h.duration.as_secs_f64()
-            ));
-        }
-        let failed = self
-            .hosts
-            .iter()
-            .filter(|h| h.outcome != HostOutcome::Done)
-            .count();
-        out.push_str(&format!(
-            "{} host(s), {} not ok, {:.2}s\n",
-            self.hosts.len(),
-            failed,
-            self.duration.as_secs_f64()
-        ));
-        out
-    }
-}
-
-/// Runs waves of host work; one per run.
+/// Runs the tasks of one run.
 pub struct Executor {
     renderer: Arc<Renderer>,
     data: Arc<DataDir>,
-    connector: Connector,
+    connector: Arc<dyn Connector>,
     sink: Arc<dyn EventSink>,
     cancel: Cancel,
+    redactor: Redactor,
 }
 
 impl Executor {
-    /// An executor rendering with `renderer`, reading data from `data`, reaching hosts through `connector`.
+    /// An executor rendering with `renderer`, reading data from `data`, reaching targets through `connector`.
     pub fn new(
         renderer: Arc<Renderer>,
         data: Arc<DataDir>,
-        connector: Connector,
+        connector: Arc<dyn Connector>,
         sink: Arc<dyn EventSink>,
     ) -> Executor {
         Executor {
@@ -268,6 +237,7 @@ impl Executor {
             connector,
             sink,
             cancel: Cancel::default(),
+            redactor: Redactor::default(),
         }
     }
 
@@ -276,109 +246,194 @@ impl Executor {
         self.cancel.clone()
     }
 
-    /// Runs the waves one after another, the hosts of a wave in parallel.
-    pub async fn run(&self, waves: Vec<Vec<HostWork>>, opts: &RunOptions) -> RunSummary {
+    /// The run's redactor: everything printed about the run goes through it.
+    pub fn redactor(&self) -> Redactor {
+        self.redactor.clone()
+    }
+
+    /// Runs every task of `spec`, each as soon as the tasks it requires succeeded.
+    pub async fn run(&self, spec: RunSpec, opts: &RunOptions) -> Result<RunSummary, ExecError> {
         let start = Instant::now();
-        let total: usize = waves.iter().map(Vec::len).sum();
-        let redactor = Redactor::new(
-            waves
-                .iter()
-                .flatten()
-                .flat_map(|h| h.secrets.values().cloned()),
-        );
+        for task in &spec.tasks {
+            for v in task.secrets.values() {
+                self.redactor.add(v);
+            }
+        }
+        let stored = opts.state_dir.as_ref().map(|d| d.join("outputs"));
+        let mut outputs = Outputs::load(stored.as_deref(), self.redactor.clone())?;
+        if opts.check {
+            // Check mode sees what earlier runs published and keeps its own in memory.
+            outputs = outputs.in_memory();
+        }
+        let tasks: Vec<Arc<ExecTask>> = spec.tasks.into_iter().map(Arc::new).collect();
+        let mut host_users: HashMap<String, usize> = HashMap::new();
+        for t in &tasks {
+            if let Some(n) = host_user(t) {
+                *host_users.entry(n.to_string()).or_default() += 1;
+            }
+        }
+        let subjects: HashSet<&str> = tasks.iter().map(|t| t.subject.as_str()).collect();
         let shared = Arc::new(Shared {
             renderer: self.renderer.clone(),
             data: self.data.clone(),
-            connector: self.connector.clone(),
+            targets: targets::Targets::new(self.connector.clone(), host_users),
             sink: self.sink.clone(),
             cancel: self.cancel.clone(),
-            redactor,
+            redactor: self.redactor.clone(),
+            outputs,
             opts: opts.clone(),
-            failed: AtomicUsize::new(0),
-            total,
-            semaphore: Semaphore::new(opts.parallel.max(1)),
+            failed_subjects: Mutex::new(HashSet::new()),
+            subjects: subjects.len(),
+            journals: Mutex::new(HashMap::new()),
+            limits: TargetKind::ALL
+                .iter()
+                .map(|k| (*k, Semaphore::new(opts.parallel.max(1))))
+                .collect(),
+            start,
         });
         shared.emit(Event::RunStarted {
-            hosts: total,
+            tasks: tasks.len(),
+            subjects: subjects.len(),
             check: opts.check,
         });
-        let mut summaries: Vec<HostSummary> = Vec::with_capacity(total);
-        for wave in waves {
-            let mut set = tokio::task::JoinSet::new();
-            for (i, host) in wave.into_iter().enumerate() {
-                let blocked = host
-                    .requires
-                    .iter()
-                    .find(|r| {
-                        summaries
-                            .iter()
-                            .any(|s| &s.host == *r && s.outcome != HostOutcome::Done)
-                    })
-                    .cloned();
-                let shared = shared.clone();
-                set.spawn(async move { (i, shared.start_host(host, blocked).await) });
-            }
-            let mut wave_results = Vec::new();
-            while let Some(joined) = set.join_next().await {
-                // A panicking host task is a bug; its host is simply missing from the wave.
-                if let Ok(r) = joined {
-                    wave_results.push(r);
+
+        let n = tasks.len();
+        let mut pending: Vec<usize> = tasks.iter().map(|t| t.deps.len()).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, t) in tasks.iter().enumerate() {
+            for &d in &t.deps {
+                if let Some(list) = dependents.get_mut(d) {
+                    list.push(i);
                 }
             }
-            wave_results.sort_by_key(|(i, _)| *i);
-            summaries.extend(wave_results.into_iter().map(|(_, s)| s));
         }
+        let mut results: Vec<Option<TaskSummary>> = vec![None; n];
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        let spawn = |i: usize| {
+            let shared = shared.clone();
+            let task = tasks[i].clone();
+            let handle = tokio::spawn(async move { shared.run_task(&task).await });
+            async move { (i, handle.await) }
+        };
+        for i in (0..n).filter(|&i| pending[i] == 0) {
+            running.push(spawn(i));
+        }
+        use futures_util::StreamExt;
+        while let Some((i, joined)) = running.next().await {
+            // A task that panicked is a bug; it counts as failed so its dependants stop.
+            let summary = joined.unwrap_or_else(|e| {
+                TaskSummary::of(
+                    &tasks[i],
+                    TaskOutcome::Failed(format!("internal error: {e}")),
+                )
+            });
+            let succeeded = summary.outcome == TaskOutcome::Done;
+            let reason = match &summary.outcome {
+                TaskOutcome::Done => String::new(),
+                TaskOutcome::Failed(_) => "which failed".to_string(),
+                TaskOutcome::Interrupted => "which was interrupted".to_string(),
+                TaskOutcome::NotStarted(_) => "which did not start".to_string(),
+            };
+            results[i] = Some(summary);
+            if succeeded {
+                for &d in &dependents[i] {
+                    pending[d] -= 1;
+                    if pending[d] == 0 && results[d].is_none() {
+                        running.push(spawn(d));
+                    }
+                }
+                continue;
+            }
+            // Everything that needs this task, directly or not, cannot run;
+            // each says which task it needed.
+            let mut stack: Vec<(usize, usize, String)> = dependents[i]
+                .iter()
+                .map(|&d| (d, i, reason.clone()))
+                .collect();
+            while let Some((d, parent, why)) = stack.pop() {
+                if results[d].is_some() {
+                    continue;
+                }
+                let why = format!("it needs {}, {why}", tasks[parent].key);
+                results[d] = Some(shared.not_started(&tasks[d], why));
+                stack.extend(
+                    dependents[d]
+                        .iter()
+                        .map(|&dd| (dd, d, "which did not start".to_string())),
+                );
+            }
+        }
+        shared.targets.close_all().await;
         let summary = RunSummary {
             interrupted: self.cancel.is_stopped(),
             duration: start.elapsed(),
-            hosts: summaries,
+            tasks: results
+                .into_iter()
+                .zip(&tasks)
+                .map(|(r, t)| {
+                    r.unwrap_or_else(|| {
+                        TaskSummary::of(t, TaskOutcome::NotStarted("never became ready".into()))
+                    })
+                })
+                .collect(),
         };
         shared.emit(Event::RunFinished {
-            ok_hosts: summary
-                .hosts
-                .iter()
-                .filter(|h| h.outcome == HostOutcome::Done)
-                .count(),
-            failed_hosts: summary
-                .hosts
-                .iter()
-                .filter(|h| matches!(h.outcome, HostOutcome::Failed(_)))
-                .count(),
-            not_started: summary
-                .hosts
-                .iter()
-                .filter(|h| matches!(h.outcome, HostOutcome::NotStarted(_)))
-                .count(),
+            ok_tasks: summary.count(|o| *o == TaskOutcome::Done),
+            failed_tasks: summary.count(|o| matches!(o, TaskOutcome::Failed(_))),
+            not_started: summary.count(|o| matches!(o, TaskOutcome::NotStarted(_))),
+            failed_subjects: summary.failed_subjects(),
             duration_s: summary.duration.as_secs_f64(),
         });
         self.sink.finish();
-        summary
+        Ok(summary)
     }
 }
 
-/// What every host task of a run shares.
+/// The node whose SSH connection a task uses: its host target, or the node
+/// a machine task brings up (it waits for cloud-init over SSH).
+fn host_user(t: &ExecTask) -> Option<&str> {
+    match &t.target {
+        Target::Host(n) => Some(n),
+        Target::Hypervisor(_) | Target::Bmc(_) => t.node.as_deref(),
+        Target::Cluster(_) | Target::Federation => None,
+    }
+}
+
+/// What every task of a run shares.
 struct Shared {
     renderer: Arc<Renderer>,
     data: Arc<DataDir>,
-    connector: Connector,
+    targets: targets::Targets,
     sink: Arc<dyn EventSink>,
     cancel: Cancel,
     redactor: Redactor,
+    outputs: Outputs,
     opts: RunOptions,
-    failed: AtomicUsize,
-    total: usize,
-    semaphore: Semaphore,
+    failed_subjects: Mutex<HashSet<String>>,
+    subjects: usize,
+    journals: Mutex<HashMap<String, Arc<Mutex<Journal>>>>,
+    limits: HashMap<TargetKind, Semaphore>,
+    start: Instant,
 }
 
-/// A host's state while its steps run.
-struct HostRun<'a> {
-    work: &'a HostWork,
-    transport: &'a dyn Transport,
-    facts: &'a Facts,
-    journal: Option<HostJournal>,
-    /// The template context of the playbook being run: inventory, `facts`, `vars`, `secrets`.
+/// A task's state while its steps run.
+struct TaskRun<'a> {
+    task: &'a ExecTask,
+    conn: Conn<'a>,
+    /// Facts of a host target (the journal's salt and `facts.*`).
+    facts: Option<&'a Facts>,
+    journal: Option<Arc<Mutex<Journal>>>,
+    /// The template context of the playbook: inventory, `facts`, `vars`, `secrets`, `outputs`.
     ctx: Value,
-    summary: &'a mut HostSummary,
+    summary: &'a mut TaskSummary,
+    reach: &'a TaskReach<'a>,
+}
+
+/// What the connected target of a task holds for the task's duration.
+enum Held {
+    Host(Arc<targets::HostLink>, Facts),
+    Kube(kube::Client),
+    Hypervisor(Arc<crate::virt::Session>),
 }
 
 impl Shared {
@@ -386,198 +441,260 @@ impl Shared {
         self.sink.emit(&self.redactor.redact_event(event));
     }
 
-    async fn start_host(&self, host: HostWork, blocked_by: Option<String>) -> HostSummary {
-        let not_started = |why: String| {
-            self.emit(Event::HostNotStarted {
-                host: host.name.clone(),
-                reason: why.clone(),
-            });
-            HostSummary {
-                host: host.name.clone(),
-                site: host.site.clone(),
-                outcome: HostOutcome::NotStarted(why),
-                ok: 0,
-                changed: 0,
-                failed: 0,
-                skipped: 0,
-                duration: Duration::ZERO,
-            }
-        };
-        if let Some(r) = blocked_by {
-            return not_started(format!("it requires {r}, which did not succeed"));
-        }
-        let Ok(_permit) = self.semaphore.acquire().await else {
-            return not_started("the run is shutting down".into());
-        };
-        if self.cancel.is_stopped() {
-            return not_started("the run was interrupted".into());
-        }
-        if let Some(m) = self.opts.max_fail
-            && m.exceeded(self.failed.load(Ordering::SeqCst), self.total)
-        {
-            return not_started("--max-fail was exceeded".into());
-        }
-        let summary = self.run_host(&host).await;
-        if matches!(summary.outcome, HostOutcome::Failed(_)) {
-            self.failed.fetch_add(1, Ordering::SeqCst);
+    fn not_started(&self, task: &ExecTask, why: String) -> TaskSummary {
+        self.emit(Event::TaskNotStarted {
+            task: task.key.clone(),
+            subject: task.subject.clone(),
+            target: task.target.to_string(),
+            layer: task.layer.clone(),
+            reason: why.clone(),
+        });
+        self.failed_subjects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task.subject.clone());
+        TaskSummary::of(task, TaskOutcome::NotStarted(why))
+    }
+
+    async fn run_task(&self, task: &ExecTask) -> TaskSummary {
+        let summary = self.run_task_inner(task).await;
+        if let Some(node) = host_user(task) {
+            self.targets.release_host(node).await;
         }
         summary
     }
 
-    async fn run_host(&self, work: &HostWork) -> HostSummary {
-        let start = Instant::now();
-        self.emit(Event::HostStarted {
-            host: work.name.clone(),
-        });
-        let mut summary = HostSummary {
-            host: work.name.clone(),
-            site: work.site.clone(),
-            outcome: HostOutcome::Done,
-            ok: 0,
-            changed: 0,
-            failed: 0,
-            skipped: 0,
-            duration: Duration::ZERO,
+    async fn run_task_inner(&self, task: &ExecTask) -> TaskSummary {
+        let Some(limit) = self.limits.get(&task.target.kind()) else {
+            return self.not_started(task, "no limit for its target kind".into());
         };
-        let outcome = match self.connect_and_run(work, &mut summary).await {
+        let Ok(_permit) = limit.acquire().await else {
+            return self.not_started(task, "the run is shutting down".into());
+        };
+        if self.cancel.is_stopped() {
+            return self.not_started(task, "the run was interrupted".into());
+        }
+        if let Some(m) = self.opts.max_fail {
+            let failed = self
+                .failed_subjects
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len();
+            if m.exceeded(failed, self.subjects) {
+                return self.not_started(task, "--max-fail was exceeded".into());
+            }
+        }
+        self.emit(Event::TaskStarted {
+            task: task.key.clone(),
+            subject: task.subject.clone(),
+            target: task.target.to_string(),
+            layer: task.layer.clone(),
+        });
+        let mut summary = TaskSummary::of(task, TaskOutcome::Done);
+        summary.started = self.start.elapsed();
+        let t0 = Instant::now();
+        let outcome = match self.execute(task, &mut summary).await {
             Ok(o) => o,
-            Err(message) => HostOutcome::Failed(self.redactor.redact(&message)),
+            Err(e) => TaskOutcome::Failed(self.redactor.redact(&crate::error::chain(&e))),
         };
         summary.outcome = outcome;
-        summary.duration = start.elapsed();
-        self.emit(Event::HostFinished {
-            host: work.name.clone(),
+        summary.duration = t0.elapsed();
+        if !matches!(summary.outcome, TaskOutcome::Done) {
+            self.failed_subjects
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(task.subject.clone());
+        }
+        self.emit(Event::TaskFinished {
+            task: task.key.clone(),
+            subject: task.subject.clone(),
+            target: task.target.to_string(),
+            layer: task.layer.clone(),
             ok: summary.ok,
             changed: summary.changed,
             failed: summary.failed,
             skipped: summary.skipped,
             duration_s: summary.duration.as_secs_f64(),
             error: match &summary.outcome {
-                HostOutcome::Failed(e) => Some(e.clone()),
-                HostOutcome::Interrupted => Some("interrupted".into()),
+                TaskOutcome::Failed(e) => Some(e.clone()),
+                TaskOutcome::Interrupted => Some("interrupted".into()),
                 _ => None,
             },
         });
         summary
     }
 
-    async fn connect_and_run(
+    /// Connects the task's target and runs its playbook.
+    async fn execute(
         &self,
-        work: &HostWork,
-        summary: &mut HostSummary,
-    ) -> Result<HostOutcome, String> {
-        let transport = (self.connector)(work).await.map_err(|e| error_chain(&e))?;
-        let facts = facts::gather(&*transport)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        let journal = match (&self.opts.journal_dir, self.opts.check) {
-            (Some(dir), false) => {
-                Some(HostJournal::open(dir, &work.name).map_err(|e| error_chain(&e))?)
+        task: &ExecTask,
+        summary: &mut TaskSummary,
+    ) -> Result<TaskOutcome, TaskError> {
+        let held = match &task.target {
+            Target::Host(node) => {
+                let (link, facts) = self.targets.host_with_facts(node).await?;
+                Held::Host(link, facts)
             }
+            Target::Cluster(_) | Target::Federation => {
+                Held::Kube(self.targets.kube(&task.target).await?)
+            }
+            Target::Hypervisor(name) => Held::Hypervisor(self.targets.hypervisor(name).await?),
+            Target::Bmc(node) => {
+                return Err(TaskError::Connect(ConnectError::NotConfigured(format!(
+                    "node {node}: bare metal through Redfish is not supported by this build"
+                ))));
+            }
+        };
+        let (conn, facts) = match &held {
+            Held::Host(link, facts) => (
+                Conn::Host {
+                    transport: &**link as &dyn Transport,
+                    facts,
+                },
+                Some(facts),
+            ),
+            Held::Kube(client) => (Conn::Kube(client), None),
+            Held::Hypervisor(session) => (Conn::Hypervisor(session), None),
+        };
+        let journal = match (&self.opts.state_dir, self.opts.check) {
+            (Some(dir), false) => Some(self.journal(&dir.join("journal"), &task.subject)?),
             _ => None,
         };
-        let mut run = HostRun {
-            work,
-            transport: &*transport,
-            facts: &facts,
+        let reach = TaskReach {
+            shared: self,
+            task,
+            step: Mutex::new(String::new()),
+        };
+        let mut run = TaskRun {
+            task,
+            conn,
+            facts,
             journal,
             ctx: Value::Null,
             summary,
+            reach: &reach,
         };
-        let outcome = self.run_playbooks(&mut run).await;
+        let outcome = self.run_playbook(&mut run).await;
         if let Some(j) = &run.journal {
-            j.sync().map_err(|e| error_chain(&e))?;
+            j.lock().unwrap_or_else(|p| p.into_inner()).sync()?;
         }
-        // Closing is best effort: the work is done (or failed) either way.
-        let _ = transport.close().await;
         outcome
     }
 
-    async fn run_playbooks(&self, run: &mut HostRun<'_>) -> Result<HostOutcome, String> {
-        for pb in &run.work.playbooks {
-            run.ctx = run.work.context.clone();
-            if let Some(map) = run.ctx.as_object_mut() {
-                map.insert("facts".into(), json!(run.facts));
-                map.insert("vars".into(), Value::Object(pb.vars.clone()));
-                map.insert("secrets".into(), json!(run.work.secrets));
+    /// The journal of `subject`, opened once per run and shared by its tasks.
+    fn journal(
+        &self,
+        dir: &std::path::Path,
+        subject: &str,
+    ) -> Result<Arc<Mutex<Journal>>, JournalError> {
+        let mut journals = self.journals.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(j) = journals.get(subject) {
+            return Ok(j.clone());
+        }
+        let j = Arc::new(Mutex::new(Journal::open(dir, subject)?));
+        journals.insert(subject.to_string(), j.clone());
+        Ok(j)
+    }
+
+    async fn run_playbook(&self, run: &mut TaskRun<'_>) -> Result<TaskOutcome, TaskError> {
+        let pb = run.task.playbook.clone();
+        run.ctx = run.task.context.clone();
+        if let Some(map) = run.ctx.as_object_mut() {
+            if let Some(facts) = run.facts {
+                map.insert("facts".into(), json!(facts));
             }
-            let mut notified: Vec<String> = run
-                .journal
-                .as_ref()
-                .map(|j| j.pending_handlers(&pb.name))
-                .unwrap_or_default();
-            let mut probed = self.probe_placements(run, pb).await;
-            // A probe is only true until a step changes something.
-            let mut dirty = false;
-            for (i, step) in pb.steps.iter().enumerate() {
-                if self.cancel.is_stopped() {
-                    return Ok(HostOutcome::Interrupted);
-                }
-                let pre = probed
-                    .get_mut(i)
-                    .and_then(Option::take)
-                    .map(|(prepared, in_state)| (prepared, in_state && !dirty));
-                let changed = self.run_step(run, pb, step, false, pre).await?;
-                dirty |= changed;
-                if changed {
-                    for h in &step.notify {
-                        if !notified.contains(h) {
-                            notified.push(h.clone());
-                            if let Some(j) = run.journal.as_mut() {
-                                j.append(Record::Notify {
-                                    playbook: pb.name.clone(),
-                                    handler: h.clone(),
-                                })
-                                .map_err(|e| error_chain(&e))?;
-                            }
-                        }
+            map.insert("vars".into(), Value::Object(pb.vars.clone()));
+            map.insert("secrets".into(), json!(run.task.secrets));
+            map.insert("outputs".into(), self.outputs.context());
+        }
+        let mut notified: Vec<String> = run
+            .journal
+            .as_ref()
+            .map(|j| {
+                j.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pending_handlers(&pb.name)
+            })
+            .unwrap_or_default();
+        let mut probed = self.probe_placements(run, &pb).await;
+        // A probe is only true until a step changes something.
+        let mut dirty = false;
+        for (i, step) in pb.steps.iter().enumerate() {
+            if self.cancel.is_stopped() {
+                return Ok(TaskOutcome::Interrupted);
+            }
+            let pre = probed
+                .get_mut(i)
+                .and_then(Option::take)
+                .map(|(prepared, in_state)| (prepared, in_state && !dirty));
+            let changed = self.run_step(run, &pb, step, false, pre).await?;
+            dirty |= changed;
+            if changed {
+                for h in &step.notify {
+                    if !notified.contains(h) {
+                        notified.push(h.clone());
+                        self.record(
+                            run,
+                            Record::Notify {
+                                playbook: pb.name.clone(),
+                                handler: h.clone(),
+                            },
+                        )?;
                     }
                 }
             }
-            for handler in pb.handlers.iter().filter(|h| notified.contains(&h.name)) {
-                if self.cancel.is_stopped() {
-                    return Ok(HostOutcome::Interrupted);
-                }
-                self.run_step(run, pb, handler, true, None).await?;
-                if let Some(j) = run.journal.as_mut() {
-                    j.append(Record::Handled {
-                        playbook: pb.name.clone(),
-                        handler: handler.name.clone(),
-                    })
-                    .map_err(|e| error_chain(&e))?;
-                }
-            }
         }
-        Ok(HostOutcome::Done)
+        for handler in pb.handlers.iter().filter(|h| notified.contains(&h.name)) {
+            if self.cancel.is_stopped() {
+                return Ok(TaskOutcome::Interrupted);
+            }
+            self.run_step(run, &pb, handler, true, None).await?;
+            self.record(
+                run,
+                Record::Handled {
+                    playbook: pb.name.clone(),
+                    handler: handler.name.clone(),
+                },
+            )?;
+        }
+        Ok(TaskOutcome::Done)
     }
 
-    /// Renders the steps of a playbook that place files and learns, in one
-    /// round trip per privilege level, which destinations already hold the
-    /// wanted content, mode and owner. Index `i` of the result is step `i`'s
-    /// rendered form and whether it is in state; steps left `None` (not a
-    /// placement, not selected, `when` false, skipped by the journal, failing
-    /// to render) are prepared in the walk as usual, where their errors show.
-    /// Only the steps before the first `register` take part: later ones may
-    /// depend on what it records.
+    fn record(&self, run: &TaskRun<'_>, record: Record) -> Result<(), JournalError> {
+        match &run.journal {
+            Some(j) => j.lock().unwrap_or_else(|p| p.into_inner()).append(record),
+            None => Ok(()),
+        }
+    }
+
+    /// Renders the steps of a host playbook that place files and learns, in
+    /// one round trip per privilege level, which destinations already hold
+    /// the wanted content, mode and owner. Index `i` of the result is step
+    /// `i`'s rendered form and whether it is in state; steps left `None`
+    /// (not a placement, not selected, `when` false, skipped by the journal,
+    /// failing to render) are prepared in the walk as usual, where their
+    /// errors show. Only the steps before the first `register` or `publish`
+    /// take part: later ones may depend on what it records.
     async fn probe_placements(
         &self,
-        run: &HostRun<'_>,
+        run: &TaskRun<'_>,
         pb: &Playbook,
     ) -> Vec<Option<(Prepared, bool)>> {
         let mut pre: Vec<Option<(Prepared, bool)>> = pb.steps.iter().map(|_| None).collect();
+        let Conn::Host { transport, .. } = run.conn else {
+            return pre;
+        };
         if self.opts.check {
             return pre;
         }
         // Step index, privileged, and what its destination must hold.
         let mut places: Vec<(usize, bool, String, u32, Option<String>, String)> = Vec::new();
         for (i, step) in pb.steps.iter().enumerate() {
-            if step.register.is_some() {
+            if step.register.is_some() || step.publish.is_some() {
                 break;
             }
-            if !matches!(
-                step.kind,
-                StepKind::Template(_) | StepKind::Copy(_) | StepKind::Artifact(_)
-            ) || !step.selected(&self.opts.tags, &self.opts.skip_tags)
+            if step.kind.placement().is_none()
+                || !step.selected(&self.opts.tags, &self.opts.skip_tags)
             {
                 continue;
             }
@@ -587,7 +704,7 @@ impl Shared {
             {
                 continue;
             }
-            let Ok(prepared) = step.kind.prepare(&env) else {
+            let Ok(prepared) = Prepared::new(&*step.kind, &env) else {
                 continue;
             };
             if self.journal_skips(run, pb, step, &prepared, false) {
@@ -616,7 +733,7 @@ impl Shared {
             }
             let dests: Vec<&str> = group.iter().map(|p| p.2.as_str()).collect();
             // A failed probe only means each step checks for itself.
-            let Ok(probe) = probe_files(run.transport, &dests, privileged).await else {
+            let Ok(probe) = probe_files(transport, &dests, privileged).await else {
                 continue;
             };
             for (i, _, dest, mode, owner, sha) in group {
@@ -628,27 +745,31 @@ impl Shared {
         pre
     }
 
-    fn step_env<'a>(&'a self, run: &'a HostRun<'_>, pb: &Playbook, step: &Step) -> StepEnv<'a> {
+    fn step_env<'a>(&'a self, run: &'a TaskRun<'_>, pb: &Playbook, step: &Step) -> StepEnv<'a> {
         StepEnv {
-            transport: run.transport,
+            conn: run.conn,
+            reach: run.reach,
+            task_data: &run.task.data,
+            task: &run.task.key,
             renderer: &self.renderer,
             data: &self.data,
-            facts: run.facts,
             ctx: &run.ctx,
             check: self.opts.check,
             diff: self.opts.diff,
+            recreate: self.opts.recreate,
             privileged: step.privileged,
             origin: format!("{} step '{}'", pb.source, step.name),
         }
     }
 
-    /// The journal hash of a rendered step: its inputs plus the facts its
-    /// result depends on (the installation, and the boot for runtime state).
-    fn journal_hash(run: &HostRun<'_>, step: &Step, prepared: &Prepared) -> String {
-        let salt = if step.kind.runtime_state() {
-            format!("{}/{}", run.facts.machine_id, run.facts.boot_id)
-        } else {
-            run.facts.machine_id.clone()
+    /// The journal hash of a rendered step: its inputs plus what its result
+    /// depends on (a host's installation, and its boot for runtime state; the
+    /// target otherwise).
+    fn journal_hash(run: &TaskRun<'_>, step: &Step, prepared: &Prepared) -> String {
+        let salt = match run.facts {
+            Some(f) if step.kind.runtime_state() => format!("{}/{}", f.machine_id, f.boot_id),
+            Some(f) => f.machine_id.clone(),
+            None => run.task.target.to_string(),
         };
         prepared.input_hash(&salt)
     }
@@ -656,7 +777,7 @@ impl Shared {
     /// Whether the journal says this rendered step was already applied (and may be trusted).
     fn journal_skips(
         &self,
-        run: &HostRun<'_>,
+        run: &TaskRun<'_>,
         pb: &Playbook,
         step: &Step,
         prepared: &Prepared,
@@ -665,8 +786,10 @@ impl Shared {
         !self.opts.force
             && !handler
             && step.register.is_none()
+            && step.publish.is_none()
+            && step.kind.journaled()
             && run.journal.as_ref().is_some_and(|j| {
-                j.is_applied(
+                j.lock().unwrap_or_else(|p| p.into_inner()).is_applied(
                     &pb.name,
                     &step.name,
                     &Self::journal_hash(run, step, prepared),
@@ -674,19 +797,21 @@ impl Shared {
             })
     }
 
-    /// Runs one step; `Ok(changed)`, or `Err(message)` when it failed (the host stops).
+    /// Runs one step; `Ok(changed)`, or the error that fails the task.
     /// `pre` is the step already rendered by [`Shared::probe_placements`], and whether it is in state.
     async fn run_step(
         &self,
-        run: &mut HostRun<'_>,
+        run: &mut TaskRun<'_>,
         pb: &Playbook,
         step: &Step,
         handler: bool,
         pre: Option<(Prepared, bool)>,
-    ) -> Result<bool, String> {
-        let host = run.work.name.clone();
+    ) -> Result<bool, TaskError> {
+        let task = run.task;
+        *run.reach.step.lock().unwrap_or_else(|p| p.into_inner()) = step.name.clone();
         self.emit(Event::StepStarted {
-            host: host.clone(),
+            task: task.key.clone(),
+            subject: task.subject.clone(),
             playbook: pb.name.clone(),
             step: step.name.clone(),
         });
@@ -694,19 +819,23 @@ impl Shared {
         let result = self.step_result(run, pb, step, handler, pre).await;
         let (status, message, diff, changed) = match result {
             Ok(StepOutcome::Skipped(why)) => (StepStatus::Skipped, Some(why), None, false),
-            Ok(StepOutcome::Ran { changed, diff }) => (
+            Ok(StepOutcome::Ran {
+                changed,
+                diff,
+                warning,
+            }) => (
                 if changed {
                     StepStatus::Changed
                 } else {
                     StepStatus::Ok
                 },
-                None,
+                warning,
                 diff,
                 changed,
             ),
-            Err(msg) => (
+            Err(e) => (
                 StepStatus::Failed,
-                Some(self.redactor.redact(&msg)),
+                Some(self.redactor.redact(&crate::error::chain(&e))),
                 None,
                 false,
             ),
@@ -718,7 +847,8 @@ impl Shared {
             StepStatus::Failed => run.summary.failed += 1,
         }
         self.emit(Event::StepFinished {
-            host,
+            task: task.key.clone(),
+            subject: task.subject.clone(),
             playbook: pb.name.clone(),
             step: step.name.clone(),
             status,
@@ -731,24 +861,23 @@ impl Shared {
             },
         });
         match status {
-            StepStatus::Failed => Err(format!(
-                "{} / {}: {}",
-                pb.name,
-                step.name,
-                message.unwrap_or_default()
-            )),
+            StepStatus::Failed => Err(TaskError::Step {
+                playbook: pb.name.clone(),
+                step: step.name.clone(),
+                message: message.unwrap_or_default(),
+            }),
             _ => Ok(changed),
         }
     }
 
     async fn step_result(
         &self,
-        run: &mut HostRun<'_>,
+        run: &mut TaskRun<'_>,
         pb: &Playbook,
         step: &Step,
         handler: bool,
         pre: Option<(Prepared, bool)>,
-    ) -> Result<StepOutcome, String> {
+    ) -> Result<StepOutcome, StepFailure> {
         if !handler && !step.selected(&self.opts.tags, &self.opts.skip_tags) {
             return Ok(StepOutcome::Skipped("not selected by tags".into()));
         }
@@ -757,14 +886,14 @@ impl Shared {
             let yes = self
                 .renderer
                 .eval_when(&env.origin, w, &run.ctx)
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| StepFailure::Step(e.into()))?;
             if !yes {
                 return Ok(StepOutcome::Skipped("`when` is false".into()));
             }
         }
         let (prepared, in_state) = match pre {
             Some(pre) => pre,
-            None => (step.kind.prepare(&env).map_err(|e| error_chain(&e))?, false),
+            None => (Prepared::new(&*step.kind, &env)?, false),
         };
         if self.journal_skips(run, pb, step, &prepared, handler) {
             return Ok(StepOutcome::Skipped("already applied (journal)".into()));
@@ -774,20 +903,49 @@ impl Shared {
             StepReport::default()
         } else {
             tokio::select! {
-                r = prepared.apply(&env) => r.map_err(|e| error_chain(&e))?,
-                () = self.cancel.aborted() => return Err("interrupted while running".into()),
+                r = prepared.apply(&env) => r?,
+                () = self.cancel.aborted() => return Err(StepFailure::Interrupted),
             }
         };
         drop(env);
-        if let Some(j) = run.journal.as_mut() {
-            j.append(Record::Step {
-                playbook: pb.name.clone(),
-                step: step.name.clone(),
-                hash,
-                status: if report.changed { "changed" } else { "ok" }.into(),
-                ts: events::utc_now(),
-            })
-            .map_err(|e| error_chain(&e))?;
+        let mut published = report.outputs.clone();
+        if let Some(p) = &step.publish {
+            published.push(crate::playbook::kinds::Published {
+                name: p.name.clone(),
+                value: report.stdout.trim().to_string(),
+                secret: p.secret,
+            });
+        }
+        for o in published {
+            self.outputs
+                .publish(&run.task.key, &o.name, &o.value, o.secret)
+                .map_err(StepFailure::Outputs)?;
+            if let Some(outputs) = run.ctx.get_mut("outputs").and_then(Value::as_object_mut) {
+                let mine = outputs
+                    .entry(run.task.key.clone())
+                    .or_insert_with(|| json!({}));
+                if let Some(map) = mine.as_object_mut() {
+                    map.insert(o.name.clone(), Value::String(o.value.clone()));
+                }
+            }
+            self.emit(Event::OutputPublished {
+                task: run.task.key.clone(),
+                name: o.name,
+                secret: o.secret,
+            });
+        }
+        if step.kind.journaled() {
+            self.record(
+                run,
+                Record::Step {
+                    playbook: pb.name.clone(),
+                    step: step.name.clone(),
+                    hash,
+                    status: if report.changed { "changed" } else { "ok" }.into(),
+                    ts: events::utc_now(),
+                },
+            )
+            .map_err(StepFailure::Journal)?;
         }
         if let Some(name) = &step.register
             && let Some(vars) = run.ctx.get_mut("vars").and_then(Value::as_object_mut)
@@ -800,24 +958,87 @@ impl Shared {
         Ok(StepOutcome::Ran {
             changed: report.changed,
             diff: report.diff,
+            warning: report.warning,
         })
     }
 }
 
+/// How a step that did not fail ended.
 enum StepOutcome {
     Skipped(String),
-    Ran { changed: bool, diff: Option<String> },
+    Ran {
+        changed: bool,
+        diff: Option<String>,
+        warning: Option<String>,
+    },
 }
 
-/// An error and its sources, joined with ": ".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+enum StepFailure {
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Journal(JournalError),
+    #[error(transparent)]
+    Outputs(OutputsError),
+    #[error("interrupted while running")]
+    Interrupted,
+}
+
+/// The [`Reach`] of one task: its node's connection, and progress events.
+struct TaskReach<'a> {
+    shared: &'a Shared,
+    task: &'a ExecTask,
+    step: Mutex<String>,
+}
+
+impl TaskReach<'_> {
+    fn node(&self) -> Result<&str, StepError> {
+        self.task.node.as_deref().ok_or_else(|| {
+            StepError::Invalid(format!(
+                "task {} is not about a node, so it has no node to connect to",
+                self.task.key
+            ))
+        })
     }
-    parts.join(": ")
+}
+
+impl Reach for TaskReach<'_> {
+    fn node_host(&self) -> BoxFuture<'_, Result<Arc<dyn Transport>, StepError>> {
+        async move {
+            let node = self.node()?;
+            let link = self
+                .shared
+                .targets
+                .host(node)
+                .await
+                .map_err(|e| StepError::Invalid(crate::error::chain(&e)))?;
+            Ok(link as Arc<dyn Transport>)
+        }
+        .boxed()
+    }
+
+    fn reconnect_host(&self) -> BoxFuture<'_, Result<(), StepError>> {
+        async move {
+            let node = self.node()?;
+            self.shared
+                .targets
+                .reconnect_host(node)
+                .await
+                .map_err(|e| StepError::Invalid(crate::error::chain(&e)))
+        }
+        .boxed()
+    }
+
+    fn progress(&self, message: &str) {
+        self.shared.emit(Event::StepProgress {
+            task: self.task.key.clone(),
+            subject: self.task.subject.clone(),
+            step: self.step.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            message: message.to_string(),
+        });
+    }
 }
 
 #[cfg(test)]

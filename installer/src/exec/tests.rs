@@ -1,11 +1,13 @@
-//! The executor over local shells: journal skip and resume, handlers, tags,
-//! failures, max-fail, waves, interruption and secret redaction.
+//! The executor over local shells: the DAG walk (failures stop exactly their
+//! dependants, no waves), one connection per host, journal skip and resume,
+//! handlers, tags, max-fail, interruption, run-wide outputs and redaction.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::*;
 use crate::testutil::ShellTransport;
+use serde_json::json;
 
 /// Records every event.
 #[derive(Default)]
@@ -23,15 +25,49 @@ impl Collect {
     }
 }
 
+/// Opens a recording local shell per host; no other kind of target.
+#[derive(Default)]
+struct TestConnector {
+    /// Host → fail every request after this many.
+    fail_after: Mutex<HashMap<String, usize>>,
+    /// Every transport opened, in order, with its host.
+    opened: Mutex<Vec<(String, Arc<ShellTransport>)>>,
+}
+
+impl Connector for TestConnector {
+    fn host<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn Transport>, ConnectError>> {
+        Box::pin(async move {
+            let t = Arc::new(match self.fail_after.lock().unwrap().get(node) {
+                Some(n) => ShellTransport::failing_after(*n),
+                None => ShellTransport::default(),
+            });
+            self.opened
+                .lock()
+                .unwrap()
+                .push((node.to_string(), t.clone()));
+            Ok(t as Arc<dyn Transport>)
+        })
+    }
+    fn kube<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<kube::Client, ConnectError>> {
+        Box::pin(async move { Err(ConnectError::NotConfigured(format!("no {t} here"))) })
+    }
+    fn hypervisor<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<crate::virt::Session>, ConnectError>> {
+        Box::pin(async move { Err(ConnectError::NotConfigured(format!("no hypervisor {name}"))) })
+    }
+}
+
 struct Rig {
     dir: tempfile::TempDir,
     renderer: Arc<Renderer>,
     data: Arc<DataDir>,
     sink: Arc<Collect>,
-    /// Host → fail every request after this many.
-    fail_after: Arc<Mutex<HashMap<String, usize>>>,
-    /// Every transport the executor opened, in order.
-    opened: Arc<Mutex<Vec<Arc<ShellTransport>>>>,
+    connector: Arc<TestConnector>,
 }
 
 const PLAYBOOK: &str = r#"
@@ -70,8 +106,7 @@ impl Rig {
             data: Arc::new(data),
             dir,
             sink: Arc::new(Collect::default()),
-            fail_after: Arc::default(),
-            opened: Arc::default(),
+            connector: Arc::default(),
         }
     }
 
@@ -79,41 +114,48 @@ impl Rig {
         self.dir.path().join("hosts").join(host)
     }
 
-    fn host(&self, name: &str, playbook: &str) -> HostWork {
+    /// A task `layer` of node `name` running `playbook` on its host.
+    fn task(&self, name: &str, layer: &str, playbook: &str) -> ExecTask {
         let root = self.root(name);
         std::fs::create_dir_all(&root).unwrap();
-        HostWork {
-            name: name.into(),
+        ExecTask {
+            key: format!("{name}/{layer}"),
+            subject: name.into(),
             site: format!("site-{name}"),
+            node: Some(name.into()),
+            layer: layer.into(),
+            target: Target::Host(name.into()),
+            playbook: Arc::new(Playbook::parse("demo.yaml", playbook).unwrap()),
             context: json!({"node": {"name": name}, "root": root.display().to_string()}),
-            playbooks: vec![Arc::new(Playbook::parse("demo.yaml", playbook).unwrap())],
             secrets: BTreeMap::new(),
-            requires: Vec::new(),
+            data: TaskData::None,
+            deps: Vec::new(),
+        }
+    }
+
+    /// One task per host, no dependencies.
+    fn spec(&self, hosts: &[(&str, &str)]) -> RunSpec {
+        RunSpec {
+            tasks: hosts.iter().map(|(h, pb)| self.task(h, "os", pb)).collect(),
         }
     }
 
     fn executor(&self) -> Executor {
-        let fail_after = self.fail_after.clone();
-        let opened = self.opened.clone();
-        let connector: Connector = Arc::new(move |h: &HostWork| {
-            let t = Arc::new(ShellTransport {
-                fail_after: fail_after.lock().unwrap().get(&h.name).copied(),
-                ..ShellTransport::default()
-            });
-            opened.lock().unwrap().push(t.clone());
-            Box::pin(async move { Ok(t as Arc<dyn Transport>) })
-        });
         Executor::new(
             self.renderer.clone(),
             self.data.clone(),
-            connector,
+            self.connector.clone(),
             self.sink.clone(),
         )
     }
 
+    async fn run(&self, spec: RunSpec, opts: &RunOptions) -> RunSummary {
+        self.executor().run(spec, opts).await.unwrap()
+    }
+
     fn opts(&self) -> RunOptions {
         RunOptions {
-            journal_dir: Some(self.dir.path().join("state/journal")),
+            state_dir: Some(self.dir.path().join("state")),
             ..RunOptions::default()
         }
     }
@@ -132,14 +174,25 @@ impl Rig {
             .into_iter()
             .filter_map(|e| match e {
                 Event::StepFinished {
-                    host: h,
+                    subject,
                     step,
                     status,
                     ..
-                } if h == host => Some((step, status)),
+                } if subject == host => Some((step, status)),
                 _ => None,
             })
             .collect()
+    }
+
+    fn last_transport(&self) -> Arc<ShellTransport> {
+        self.connector
+            .opened
+            .lock()
+            .unwrap()
+            .last()
+            .unwrap()
+            .1
+            .clone()
     }
 }
 
@@ -156,10 +209,7 @@ fn st(list: &[(&str, StepStatus)]) -> Vec<(String, StepStatus)> {
 #[tokio::test]
 async fn first_run_changes_second_is_skipped_by_the_journal_and_force_reruns() {
     let rig = Rig::new();
-    let ex = rig.executor();
-    let s = ex
-        .run(vec![vec![rig.host("n1", PLAYBOOK)]], &rig.opts())
-        .await;
+    let s = rig.run(rig.spec(&[("n1", PLAYBOOK)]), &rig.opts()).await;
     assert_eq!(s.exit_code(), 0, "{}", s.table());
     assert_eq!(
         rig.statuses("n1"),
@@ -177,16 +227,14 @@ async fn first_run_changes_second_is_skipped_by_the_journal_and_force_reruns() {
     );
     assert_eq!(read(rig.root("n1").join("restarts")), "restarted\n");
 
-    let s = ex
-        .run(vec![vec![rig.host("n1", PLAYBOOK)]], &rig.opts())
-        .await;
-    assert_eq!(s.hosts[0].skipped, 4);
-    assert_eq!(s.hosts[0].changed, 0);
+    let s = rig.run(rig.spec(&[("n1", PLAYBOOK)]), &rig.opts()).await;
+    assert_eq!(s.tasks[0].skipped, 4);
+    assert_eq!(s.tasks[0].changed, 0);
     assert_eq!(read(rig.root("n1").join("marker-runs")), "x\n");
 
     let forced = rig.forced();
     rig.sink.take();
-    let s = ex.run(vec![vec![rig.host("n1", PLAYBOOK)]], &forced).await;
+    let s = rig.run(rig.spec(&[("n1", PLAYBOOK)]), &forced).await;
     assert_eq!(
         rig.statuses("n1"),
         st(&[
@@ -197,19 +245,16 @@ async fn first_run_changes_second_is_skipped_by_the_journal_and_force_reruns() {
         ]),
         "forced: idempotent steps report ok, the handler is not notified"
     );
-    assert_eq!(s.hosts[0].changed, 1);
+    assert_eq!(s.tasks[0].changed, 1);
 }
 
 #[tokio::test]
 async fn a_changed_input_reruns_that_step_and_its_handler() {
     let rig = Rig::new();
-    let ex = rig.executor();
-    ex.run(vec![vec![rig.host("n1", PLAYBOOK)]], &rig.opts())
-        .await;
+    rig.run(rig.spec(&[("n1", PLAYBOOK)]), &rig.opts()).await;
     rig.sink.take();
     let edited = PLAYBOOK.replace("greeting: hello", "greeting: bonjour");
-    ex.run(vec![vec![rig.host("n1", &edited)]], &rig.opts())
-        .await;
+    rig.run(rig.spec(&[("n1", &edited)]), &rig.opts()).await;
     assert_eq!(
         rig.statuses("n1"),
         st(&[
@@ -244,14 +289,10 @@ steps:
 #[tokio::test]
 async fn placements_in_state_are_confirmed_by_one_probe() {
     let rig = Rig::new();
-    let ex = rig.executor();
     let forced = rig.forced();
-    ex.run(vec![vec![rig.host("n1", PLACEMENTS)]], &forced)
-        .await;
+    rig.run(rig.spec(&[("n1", PLACEMENTS)]), &forced).await;
     rig.sink.take();
-    let s = ex
-        .run(vec![vec![rig.host("n1", PLACEMENTS)]], &forced)
-        .await;
+    let s = rig.run(rig.spec(&[("n1", PLACEMENTS)]), &forced).await;
     assert_eq!(s.exit_code(), 0, "{}", s.table());
     assert_eq!(
         rig.statuses("n1"),
@@ -262,7 +303,7 @@ async fn placements_in_state_are_confirmed_by_one_probe() {
             ("c.conf", Fine)
         ])
     );
-    let warm = rig.opened.lock().unwrap().last().unwrap().clone();
+    let warm = rig.last_transport();
     let scripts = warm.scripts.lock().unwrap().clone();
     // Facts, the probe of the three files, the dir step: nothing per file.
     assert_eq!(scripts.len(), 3, "{scripts:#?}");
@@ -271,8 +312,7 @@ async fn placements_in_state_are_confirmed_by_one_probe() {
     // A file that drifted (other mode) is found by the probe and put back.
     let b = rig.root("n1").join("etc/b.conf");
     std::fs::set_permissions(&b, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    ex.run(vec![vec![rig.host("n1", PLACEMENTS)]], &forced)
-        .await;
+    rig.run(rig.spec(&[("n1", PLACEMENTS)]), &forced).await;
     assert_eq!(
         rig.statuses("n1"),
         st(&[
@@ -292,16 +332,15 @@ async fn placements_in_state_are_confirmed_by_one_probe() {
 #[tokio::test]
 async fn a_change_before_a_probed_file_makes_it_check_again() {
     let rig = Rig::new();
-    let ex = rig.executor();
     let forced = rig.forced();
     // The command spoils b.conf after the probe found it in state.
     let playbook = PLACEMENTS.replace(
         "  - name: b.conf\n",
         "  - name: spoil b\n    command: { cmd: \"echo spoiled > {{ root }}/etc/b.conf\" }\n  - name: b.conf\n",
     );
-    ex.run(vec![vec![rig.host("n1", &playbook)]], &forced).await;
+    rig.run(rig.spec(&[("n1", &playbook)]), &forced).await;
     rig.sink.take();
-    let s = ex.run(vec![vec![rig.host("n1", &playbook)]], &forced).await;
+    let s = rig.run(rig.spec(&[("n1", &playbook)]), &forced).await;
     assert_eq!(s.exit_code(), 0, "{}", s.table());
     assert_eq!(
         rig.statuses("n1"),
@@ -321,12 +360,10 @@ async fn tags_select_steps() {
     let rig = Rig::new();
     let opts = RunOptions {
         tags: vec!["marker".into()],
-        journal_dir: None,
+        state_dir: None,
         ..RunOptions::default()
     };
-    rig.executor()
-        .run(vec![vec![rig.host("n1", PLAYBOOK)]], &opts)
-        .await;
+    rig.run(rig.spec(&[("n1", PLAYBOOK)]), &opts).await;
     assert_eq!(
         rig.statuses("n1"),
         st(&[
@@ -338,12 +375,10 @@ async fn tags_select_steps() {
     );
     let opts = RunOptions {
         skip_tags: vec!["marker".into()],
-        journal_dir: None,
+        state_dir: None,
         ..RunOptions::default()
     };
-    rig.executor()
-        .run(vec![vec![rig.host("n2", PLAYBOOK)]], &opts)
-        .await;
+    rig.run(rig.spec(&[("n2", PLAYBOOK)]), &opts).await;
     assert!(!rig.root("n2").join("marker-runs").exists());
 }
 
@@ -354,11 +389,8 @@ async fn check_mode_changes_nothing_and_writes_no_journal() {
         check: true,
         ..rig.opts()
     };
-    let s = rig
-        .executor()
-        .run(vec![vec![rig.host("n1", PLAYBOOK)]], &opts)
-        .await;
-    assert_eq!(s.hosts[0].changed, 4, "{}", s.table());
+    let s = rig.run(rig.spec(&[("n1", PLAYBOOK)]), &opts).await;
+    assert_eq!(s.tasks[0].changed, 4, "{}", s.table());
     let events = rig.sink.take();
     let diff = events.iter().find_map(|e| match e {
         Event::StepFinished { diff: Some(d), .. } => Some(d.clone()),
@@ -377,22 +409,22 @@ async fn a_failing_host_stops_its_chain_and_others_go_on() {
         "state: directory }\n  - name: boom\n    command: { cmd: 'echo broken >&2; exit 4' }",
     );
     let s = rig
-        .executor()
-        .run(
-            vec![vec![rig.host("bad", &bad), rig.host("good", PLAYBOOK)]],
-            &rig.opts(),
-        )
+        .run(rig.spec(&[("bad", &bad), ("good", PLAYBOOK)]), &rig.opts())
         .await;
     assert_eq!(s.exit_code(), 1);
     assert_eq!(
-        s.hosts[0].outcome,
-        HostOutcome::Failed("demo / boom: exited with status 4: broken".into())
+        s.tasks[0].outcome,
+        TaskOutcome::Failed("demo / boom: exited with status 4: broken".into())
     );
-    assert_eq!((s.hosts[0].changed, s.hosts[0].failed), (1, 1));
-    assert_eq!(s.hosts[1].outcome, HostOutcome::Done);
+    assert_eq!((s.tasks[0].changed, s.tasks[0].failed), (1, 1));
+    assert_eq!(s.tasks[1].outcome, TaskOutcome::Done);
     assert!(!rig.root("bad").join("etc/app.conf").exists());
     assert!(rig.root("good").join("etc/app.conf").exists());
-    assert!(s.table().contains("FAILED: demo / boom"));
+    assert!(
+        s.table().contains("FAILED (os): demo / boom"),
+        "{}",
+        s.table()
+    );
 }
 
 #[tokio::test]
@@ -405,71 +437,117 @@ async fn max_fail_stops_starting_new_hosts() {
         ..rig.opts()
     };
     let s = rig
-        .executor()
         .run(
-            vec![vec![
-                rig.host("a", bad),
-                rig.host("b", PLAYBOOK),
-                rig.host("c", PLAYBOOK),
-            ]],
+            rig.spec(&[("a", bad), ("b", PLAYBOOK), ("c", PLAYBOOK)]),
             &opts,
         )
         .await;
-    let outcomes: Vec<_> = s.hosts.iter().map(|h| h.outcome.clone()).collect();
-    assert!(matches!(outcomes[0], HostOutcome::Failed(_)));
-    assert_eq!(
-        outcomes[1],
-        HostOutcome::NotStarted("--max-fail was exceeded".into())
-    );
-    assert_eq!(
-        outcomes[2],
-        HostOutcome::NotStarted("--max-fail was exceeded".into())
-    );
+    let outcomes: Vec<_> = s.tasks.iter().map(|h| h.outcome.clone()).collect();
+    assert!(matches!(outcomes[0], TaskOutcome::Failed(_)));
+    for o in &outcomes[1..] {
+        assert_eq!(
+            *o,
+            TaskOutcome::NotStarted("--max-fail was exceeded".into())
+        );
+    }
     assert_eq!(s.exit_code(), 1);
 }
 
 #[tokio::test]
-async fn waves_run_in_order_and_requirements_are_honoured() {
+async fn a_failed_layer_stops_its_own_later_layers_and_nothing_else() {
     let rig = Rig::new();
-    let bad = "name: demo\nsteps:\n  - name: boom\n    command: { cmd: 'exit 1' }\n";
-    let stamp = "name: demo\nsteps:\n  - name: stamp\n    command: { cmd: 'date +%s%N > {{ root }}/t; sleep 0.2' }\n";
-    let mut joiner = rig.host("joiner", stamp);
-    joiner.requires = vec!["first".into()];
-    let mut orphan = rig.host("orphan", stamp);
-    orphan.requires = vec!["broken".into()];
-    let s = rig
-        .executor()
-        .run(
-            vec![
-                vec![rig.host("first", stamp), rig.host("broken", bad)],
-                vec![joiner, orphan],
-            ],
-            &RunOptions::default(),
+    let mark = |file: &str| {
+        format!(
+            "name: demo\nsteps:\n  - name: mark\n    command: {{ cmd: 'touch {{{{ root }}}}/{file}' }}\n"
         )
-        .await;
-    let t = |h: &str| read(rig.root(h).join("t")).trim().parse::<u128>().unwrap();
-    assert!(
-        t("joiner") > t("first"),
-        "the second wave starts after the first"
+    };
+    let b_done = rig.root("b").join("k3s-done");
+    // a's os layer waits until b has finished *both* its layers, then fails: with
+    // wave barriers b's k3s layer could not start before a's os layer ended.
+    let a_os = format!(
+        "name: demo\nsteps:\n  - name: wait for b then fail\n    command: {{ cmd: 'for i in $(seq 300); do [ -e {} ] && break; sleep 0.1; done; [ -e {} ] && echo saw-b > {{{{ root }}}}/saw; exit 3' }}\n",
+        b_done.display(),
+        b_done.display()
     );
-    assert_eq!(s.hosts[3].host, "orphan");
+    let mut tasks = vec![
+        rig.task("a", "os", &a_os),
+        rig.task("a", "k3s", &mark("a-k3s")),
+        rig.task("b", "os", &mark("b-os")),
+        rig.task("b", "k3s", &mark("k3s-done")),
+        rig.task("a", "federation", &mark("a-fed")),
+    ];
+    tasks[1].deps = vec![0];
+    tasks[3].deps = vec![2];
+    tasks[4].deps = vec![1];
+    let s = rig.run(RunSpec { tasks }, &rig.opts()).await;
+    assert_eq!(read(rig.root("a").join("saw")), "saw-b\n", "{}", s.table());
+    assert!(matches!(s.tasks[0].outcome, TaskOutcome::Failed(_)));
     assert_eq!(
-        s.hosts[3].outcome,
-        HostOutcome::NotStarted("it requires broken, which did not succeed".into())
+        s.tasks[1].outcome,
+        TaskOutcome::NotStarted("it needs a/os, which failed".into())
     );
+    assert_eq!(
+        s.tasks[4].outcome,
+        TaskOutcome::NotStarted("it needs a/k3s, which did not start".into()),
+        "dependants of dependants stop too"
+    );
+    assert!(!rig.root("a").join("a-k3s").exists());
+    assert_eq!(s.tasks[2].outcome, TaskOutcome::Done);
+    assert_eq!(s.tasks[3].outcome, TaskOutcome::Done);
+    assert_eq!(s.failed_subjects(), 1);
+    let table = s.table();
+    assert!(table.contains("FAILED (os)"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("b ") && l.ends_with(" ok")),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_with_several_layers_is_connected_to_once() {
+    let rig = Rig::new();
+    let mut tasks = vec![
+        rig.task("n1", "machine", "name: machine/existing\nsteps: []\n"),
+        rig.task("n1", "os", PLAYBOOK),
+        rig.task("n2", "os", PLAYBOOK),
+    ];
+    tasks[1].deps = vec![0];
+    let s = rig.run(RunSpec { tasks }, &rig.opts()).await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+    let opened: Vec<String> = rig
+        .connector
+        .opened
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(h, _)| h.clone())
+        .collect();
+    assert_eq!(opened, ["n1", "n2"]);
+    let facts_trips = rig.connector.opened.lock().unwrap()[0]
+        .1
+        .scripts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.contains("machine_id="))
+        .count();
+    assert_eq!(facts_trips, 1, "facts are gathered once per host");
 }
 
 #[tokio::test]
 async fn an_interrupted_run_resumes_where_it_stopped() {
     let rig = Rig::new();
     // Facts (1) + dir (1) + config put (1) succeed, then the connection dies.
-    rig.fail_after.lock().unwrap().insert("n1".into(), 3);
-    let s = rig
-        .executor()
-        .run(vec![vec![rig.host("n1", PLAYBOOK)]], &rig.opts())
-        .await;
+    rig.connector
+        .fail_after
+        .lock()
+        .unwrap()
+        .insert("n1".into(), 3);
+    let s = rig.run(rig.spec(&[("n1", PLAYBOOK)]), &rig.opts()).await;
     assert!(
-        matches!(&s.hosts[0].outcome, HostOutcome::Failed(m) if m.contains("simulated")),
+        matches!(&s.tasks[0].outcome, TaskOutcome::Failed(m) if m.contains("simulated")),
         "{}",
         s.table()
     );
@@ -482,11 +560,8 @@ async fn an_interrupted_run_resumes_where_it_stopped() {
         "the handler never ran"
     );
 
-    rig.fail_after.lock().unwrap().clear();
-    let s = rig
-        .executor()
-        .run(vec![vec![rig.host("n1", PLAYBOOK)]], &rig.opts())
-        .await;
+    rig.connector.fail_after.lock().unwrap().clear();
+    let s = rig.run(rig.spec(&[("n1", PLAYBOOK)]), &rig.opts()).await;
     assert_eq!(s.exit_code(), 0);
     assert_eq!(
         rig.statuses("n1"),
@@ -517,7 +592,7 @@ async fn stop_lets_the_running_step_finish_and_starts_nothing_new() {
     let stopper = tokio::spawn(async move {
         loop {
             let started = sink.0.lock().unwrap().iter().any(
-                |e| matches!(e, Event::StepStarted { host, step, .. } if host == "a" && step == "slow"),
+                |e| matches!(e, Event::StepStarted { subject, step, .. } if subject == "a" && step == "slow"),
             );
             if started {
                 break;
@@ -527,8 +602,9 @@ async fn stop_lets_the_running_step_finish_and_starts_nothing_new() {
         cancel.stop();
     });
     let s = ex
-        .run(vec![vec![rig.host("a", slow), rig.host("b", slow)]], &opts)
-        .await;
+        .run(rig.spec(&[("a", slow), ("b", slow)]), &opts)
+        .await
+        .unwrap();
     stopper.await.unwrap();
     assert_eq!(s.exit_code(), 130);
     assert!(
@@ -536,10 +612,10 @@ async fn stop_lets_the_running_step_finish_and_starts_nothing_new() {
         "the running step finished"
     );
     assert!(!rig.root("a").join("after").exists());
-    assert_eq!(s.hosts[0].outcome, HostOutcome::Interrupted);
+    assert_eq!(s.tasks[0].outcome, TaskOutcome::Interrupted);
     assert_eq!(
-        s.hosts[1].outcome,
-        HostOutcome::NotStarted("the run was interrupted".into())
+        s.tasks[1].outcome,
+        TaskOutcome::NotStarted("the run was interrupted".into())
     );
     let journal = read(rig.dir.path().join("state/journal/a.jsonl"));
     assert!(
@@ -556,13 +632,13 @@ async fn secrets_never_reach_events() {
         "handlers:",
         "  - name: leak\n    command: { cmd: 'echo \"bad {{ secrets.token }}\" >&2; exit 1' }\nhandlers:",
     );
-    let mut h = rig.host("n1", &leaky);
-    h.secrets.insert("token".into(), token.into());
+    let mut spec = rig.spec(&[("n1", &leaky)]);
+    spec.tasks[0].secrets.insert("token".into(), token.into());
     let opts = RunOptions {
         diff: true,
         ..rig.opts()
     };
-    let s = rig.executor().run(vec![vec![h]], &opts).await;
+    let s = rig.run(spec, &opts).await;
     assert!(
         read(rig.root("n1").join("etc/app.conf")).contains(token),
         "the secret is used on the host"
@@ -588,29 +664,36 @@ async fn the_os_playbook_in_check_mode_on_this_machine_fails_nothing_and_changes
     let pb = Arc::new(Playbook::parse("playbooks/os.yaml", &text).unwrap());
     let hosts_before = std::fs::read("/etc/hosts").ok();
     let sink = Arc::new(Collect::default());
-    let connector: Connector = Arc::new(|_h: &HostWork| {
-        Box::pin(async { Ok(Arc::new(ShellTransport::default()) as Arc<dyn Transport>) })
-    });
-    let ex = Executor::new(renderer, Arc::new(data), connector, sink.clone());
-    let host = HostWork {
-        name: "edge-1".into(),
+    let ex = Executor::new(
+        renderer,
+        Arc::new(data),
+        Arc::new(TestConnector::default()),
+        sink.clone(),
+    );
+    let task = ExecTask {
+        key: "edge-1/os".into(),
+        subject: "edge-1".into(),
         site: "store-1".into(),
+        node: Some("edge-1".into()),
+        layer: "os".into(),
+        target: Target::Host("edge-1".into()),
+        playbook: pb,
         context: json!({
             "node": {"name": "edge-1", "role": "server", "address": "10.0.0.5"},
             "cluster": {"name": "store-1", "nodes": [
                 {"name": "edge-1", "address": "10.0.0.5"}, {"name": "edge-2", "address": "10.0.0.6"}
             ]},
         }),
-        playbooks: vec![pb],
         secrets: BTreeMap::new(),
-        requires: Vec::new(),
+        data: TaskData::None,
+        deps: Vec::new(),
     };
     let opts = RunOptions {
         check: true,
         diff: true,
         ..RunOptions::default()
     };
-    let s = ex.run(vec![vec![host]], &opts).await;
+    let s = ex.run(RunSpec { tasks: vec![task] }, &opts).await.unwrap();
     let events = sink.take();
     assert_eq!(s.exit_code(), 0, "{}\n{events:#?}", s.table());
     assert_eq!(std::fs::read("/etc/hosts").ok(), hosts_before);
@@ -648,21 +731,118 @@ async fn the_os_playbook_in_check_mode_on_this_machine_fails_nothing_and_changes
 async fn a_registered_output_is_visible_to_later_steps() {
     let rig = Rig::new();
     let pb = "name: demo\nsteps:\n  - name: ask\n    command: { cmd: 'echo 42' }\n    register: answer\n  - name: use\n    copy: { content: \"{{ vars.answer.stdout }}\", dest: \"{{ root }}/answer\" }\n";
-    let s = rig
-        .executor()
-        .run(vec![vec![rig.host("n1", pb)]], &rig.opts())
-        .await;
+    let s = rig.run(rig.spec(&[("n1", pb)]), &rig.opts()).await;
     assert_eq!(s.exit_code(), 0, "{}", s.table());
     assert_eq!(read(rig.root("n1").join("answer")), "42");
     // A step with `register` always runs, so its output exists on every run.
-    let s = rig
-        .executor()
-        .run(vec![vec![rig.host("n1", pb)]], &rig.opts())
-        .await;
+    let s = rig.run(rig.spec(&[("n1", pb)]), &rig.opts()).await;
     assert_eq!(
-        (s.hosts[0].changed, s.hosts[0].skipped),
+        (s.tasks[0].changed, s.tasks[0].skipped),
         (1, 1),
         "{}",
         s.table()
+    );
+}
+
+const TOKEN_FIRST: &str = r#"
+name: first
+steps:
+  - name: cluster token
+    secret: { name: token }
+  - name: ca hash
+    command: { cmd: "echo abc123" }
+    publish: ca_hash
+  - name: token file
+    copy: { content: "{{ outputs[\"n1/k3s\"].token }}", dest: "{{ root }}/token", mode: "0600" }
+"#;
+
+const TOKEN_JOINER: &str = r#"
+name: joiner
+steps:
+  - name: join config
+    copy:
+      content: "server-token: {{ outputs[\"n1/k3s\"].token }}\nca: {{ outputs[\"n1/k3s\"].ca_hash }}\n"
+      dest: "{{ root }}/join.conf"
+"#;
+
+#[tokio::test]
+async fn a_secret_output_reaches_a_later_task_and_nothing_else_and_survives_the_run() {
+    let rig = Rig::new();
+    let mut tasks = vec![
+        rig.task("n1", "k3s", TOKEN_FIRST),
+        rig.task("n2", "k3s", TOKEN_JOINER),
+    ];
+    tasks[1].deps = vec![0];
+    let s = rig.run(RunSpec { tasks }, &rig.opts()).await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+    let token = read(rig.root("n1").join("token"));
+    assert_eq!(token.len(), 64, "32 random bytes, hex: {token}");
+    assert_eq!(
+        read(rig.root("n2").join("join.conf")),
+        format!("server-token: {token}\nca: abc123\n")
+    );
+    let events = serde_json::to_string(&rig.sink.take()).unwrap();
+    assert!(!events.contains(&token), "{events}");
+    assert!(
+        events.contains("\"event\":\"output_published\""),
+        "{events}"
+    );
+    let state = rig.dir.path().join("state");
+    for journal in std::fs::read_dir(state.join("journal")).unwrap() {
+        let text = read(journal.unwrap().path());
+        assert!(!text.is_empty() && !text.contains(&token), "{text}");
+    }
+    let mode = std::fs::metadata(state.join("outputs/n1_k3s.json")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    // A later run of the joiner alone (as after an interruption, or with
+    // --limit) still gets the token, and the first server keeps its token.
+    std::fs::remove_file(rig.root("n2").join("join.conf")).unwrap();
+    let s = rig
+        .run(
+            RunSpec {
+                tasks: vec![rig.task("n2", "k3s", TOKEN_JOINER)],
+            },
+            &rig.forced(),
+        )
+        .await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+    assert!(read(rig.root("n2").join("join.conf")).contains(&token));
+    let s = rig
+        .run(
+            RunSpec {
+                tasks: vec![rig.task("n1", "k3s", TOKEN_FIRST)],
+            },
+            &rig.opts(),
+        )
+        .await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+    assert_eq!(
+        read(rig.root("n1").join("token")),
+        token,
+        "the token is generated once"
+    );
+}
+
+#[tokio::test]
+async fn an_undefined_output_is_an_error_naming_it() {
+    let rig = Rig::new();
+    let s = rig
+        .run(
+            RunSpec {
+                tasks: vec![rig.task("n2", "k3s", TOKEN_JOINER)],
+            },
+            &rig.opts(),
+        )
+        .await;
+    let TaskOutcome::Failed(e) = &s.tasks[0].outcome else {
+        panic!("{}", s.table());
+    };
+    assert!(
+        e.contains("outputs[\"n1/k3s\"]") || e.contains("n1/k3s"),
+        "{e}"
     );
 }

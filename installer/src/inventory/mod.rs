@@ -14,7 +14,7 @@ mod validate;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Severity};
-pub use load::{LAB_IDENTITY_FILE, LoadError, Loaded, load, load_str, resolve_path, state_dir};
+pub use load::{LAB_IDENTITY_FILE, LoadError, Loaded, load, load_str, resolve_path};
 pub use model::*;
 pub use resolve::NodeView;
 pub use schema::json_schema;

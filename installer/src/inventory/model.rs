@@ -335,6 +335,13 @@ pub struct Cluster {
     #[serde(default)]
     #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Option<Sp<String>>,
+    /// Kubeconfig of a cluster that already runs (default: the one the k3s
+    /// layer fetches into the state directory); resolved like `identityFile`.
+    #[serde(default)]
+    pub kubeconfig: Option<Sp<PathBuf>>,
+    /// Context in that kubeconfig (default: its current context).
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 /// A machine in a site.

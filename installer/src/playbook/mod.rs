@@ -1,23 +1,28 @@
 //! Playbooks: ordered, idempotent steps for one layer, read from YAML.
 //!
-//! A playbook is data: a name, an optional `hosts` filter, `vars`, ordered
-//! `steps` and `handlers`. Each step has a name, exactly one step-kind key
-//! (`command`, `template`, `package`, ... see [`StepKind`]) with its
-//! parameters, and optional `when`, `notify`, `tags`, `become`, `register`.
-//! Step kinds are code ([`steps`]); this module only reads and checks the
-//! format, reporting errors with file:line:col.
+//! A playbook is data: a name, the `target` its steps run against (`host`,
+//! the default; `cluster`, `federation`, `bmc`, `hypervisor`), an optional
+//! `hosts` filter, `vars`, ordered `steps` and `handlers`. Each step has a
+//! name, exactly one step-kind key (`command`, `template`, `package`, ... see
+//! [`kinds`]) with its parameters, and optional `when`, `notify`, `tags`,
+//! `become`, `register` and `publish`. Step kinds are code ([`kinds`]); this
+//! module reads the format and checks it before anything runs
+//! ([`Playbook::check`]), reporting errors with file:line:col.
 
+pub mod kinds;
 pub mod shell;
-pub mod steps;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 use crate::inventory::{NodeView, Role};
-pub use steps::StepKind;
+use crate::render::{RenderError, Renderer};
+pub use kinds::{Kind, TargetKind};
 
 /// A playbook as read from YAML.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +30,9 @@ pub use steps::StepKind;
 pub struct Playbook {
     /// What the playbook does, e.g. `os`.
     pub name: String,
+    /// What its steps run against (default `host`).
+    #[serde(default = "default_target")]
+    pub target: TargetKind,
     /// Which nodes it applies to (all when absent).
     #[serde(default)]
     pub hosts: Option<HostFilter>,
@@ -48,6 +56,10 @@ fn default_become() -> bool {
     true
 }
 
+fn default_target() -> TargetKind {
+    TargetKind::Host
+}
+
 /// Restricts a playbook to some nodes.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -64,12 +76,12 @@ pub struct HostFilter {
 }
 
 /// One step: a kind with its parameters plus the common keys.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Step {
     /// What the step does, shown in progress and logs.
     pub name: String,
     /// The kind and its parameters.
-    pub kind: StepKind,
+    pub kind: Arc<dyn Kind>,
     /// A tera expression; the step runs only when it is true.
     pub when: Option<String>,
     /// Handlers to run at the end when this step changed something.
@@ -79,10 +91,11 @@ pub struct Step {
     /// Run as root (the step's `become`, else the playbook's, else true).
     pub privileged: bool,
     /// The step's own `become`, when it has one.
-    #[serde(skip)]
     become_given: Option<bool>,
-    /// Keep the step's output as `vars.<name>` (stdout, stderr, rc, changed) for later steps.
+    /// Keep the step's output as `vars.<name>` (stdout, changed) for later steps.
     pub register: Option<String>,
+    /// Publish the step's standard output (trimmed) as a run-wide output of its task.
+    pub publish: Option<Publish>,
     /// 1-based line of the step in its file.
     pub line: u32,
 }
@@ -112,6 +125,31 @@ pub enum PlaybookError {
         /// What is wrong and what to do.
         message: String,
     },
+}
+
+/// A step's `publish:`: `publish: NAME`, or `publish: { name: NAME, secret: true }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PublishSpec {
+    /// Just the name: not secret.
+    Name(String),
+    /// Name and whether the value is a secret.
+    Full {
+        /// The output's name.
+        name: String,
+        /// Redact the value everywhere.
+        #[serde(default)]
+        secret: bool,
+    },
+}
+
+/// Where a step's standard output goes as an output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The output's name.
+    pub name: String,
+    /// Redact the value everywhere.
+    pub secret: bool,
 }
 
 impl Playbook {
@@ -152,6 +190,23 @@ impl Playbook {
         };
         let mut seen = std::collections::HashSet::new();
         for s in self.steps.iter().chain(&self.handlers) {
+            if !s.kind.targets().contains(&self.target) {
+                return Err(invalid(
+                    s.line,
+                    format!(
+                        "step `{}` is a `{}` step, which cannot run against a {} target (this playbook's `target`); it runs against: {}",
+                        s.name,
+                        s.kind.key(),
+                        self.target,
+                        s.kind
+                            .targets()
+                            .iter()
+                            .map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
             if s.name.trim().is_empty() {
                 return Err(invalid(s.line, "a step needs a non-empty `name`".into()));
             }
@@ -177,6 +232,50 @@ impl Playbook {
             }
         }
         Ok(())
+    }
+}
+
+impl Playbook {
+    /// Checks a playbook before it runs: every string and `when` parses, and
+    /// every template a `template` step names (literally) exists.
+    pub fn check(&self, renderer: &Renderer) -> Result<(), RenderError> {
+        for step in self.steps.iter().chain(&self.handlers) {
+            let origin = format!("{} step '{}'", self.source, step.name);
+            if let Some(w) = &step.when {
+                renderer.compile_when(&origin, w)?;
+            }
+            let params = step.kind.params();
+            let mut strings = Vec::new();
+            collect_strings(&params, &mut strings);
+            for s in strings
+                .into_iter()
+                .filter(|s| s.contains("{{") || s.contains("{%"))
+            {
+                renderer.compile_str(&origin, s)?;
+            }
+            if let Some(t) = step
+                .kind
+                .as_any()
+                .downcast_ref::<kinds::place::TemplateParams>()
+                && !t.src.contains("{{")
+                && !renderer.has_template(&t.src)
+            {
+                return Err(RenderError::NoTemplate {
+                    name: t.src.clone(),
+                    where_: format!("the data directory ({origin} uses it)"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn collect_strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        Value::Object(map) => map.values().for_each(|i| collect_strings(i, out)),
+        _ => {}
     }
 }
 
@@ -217,7 +316,7 @@ impl<'de> Deserialize<'de> for Step {
         let kind = f.kind.ok_or_else(|| {
             de::Error::custom(format!(
                 "step `{name}` has no step kind; add one of: {}",
-                steps::KIND_NAMES.join(", ")
+                kinds::KIND_NAMES.join(", ")
             ))
         })?;
         Ok(Step {
@@ -229,6 +328,13 @@ impl<'de> Deserialize<'de> for Step {
             privileged: f.privileged.unwrap_or(true),
             become_given: f.privileged,
             register: f.register,
+            publish: f.publish.map(|p| match p {
+                PublishSpec::Name(name) => Publish {
+                    name,
+                    secret: false,
+                },
+                PublishSpec::Full { name, secret } => Publish { name, secret },
+            }),
             line,
         })
     }
@@ -238,12 +344,13 @@ impl<'de> Deserialize<'de> for Step {
 #[derive(Default)]
 struct StepFields {
     name: Option<String>,
-    kind: Option<StepKind>,
+    kind: Option<Arc<dyn Kind>>,
     when: Option<String>,
     notify: Vec<String>,
     tags: Vec<String>,
     privileged: Option<bool>,
     register: Option<String>,
+    publish: Option<PublishSpec>,
 }
 
 impl<'de> Deserialize<'de> for StepFields {
@@ -271,13 +378,14 @@ impl<'de> Visitor<'de> for StepVisitor {
                 "tags" => s.tags = map.next_value::<OneOrMany>()?.0,
                 "become" | "privileged" => s.privileged = Some(map.next_value()?),
                 "register" => s.register = Some(map.next_value()?),
+                "publish" => s.publish = Some(map.next_value()?),
                 other => {
                     if s.kind.is_some() {
                         return Err(de::Error::custom(format!(
                             "`{other}`: a step has exactly one step kind, and this one already has one"
                         )));
                     }
-                    s.kind = Some(steps::kind_from_map(other, &mut map)?);
+                    s.kind = Some(kinds::kind_from_map(other, &mut map)?);
                 }
             }
         }
@@ -340,7 +448,7 @@ handlers:
         assert_eq!(pb.steps.len(), 2);
         assert_eq!(pb.steps[0].tags, vec!["fs"]);
         assert_eq!(pb.steps[0].line, 6);
-        assert!(matches!(pb.steps[1].kind, StepKind::Template(_)));
+        assert_eq!(pb.steps[1].kind.key(), "template");
         assert_eq!(pb.steps[1].notify, vec!["restart a"]);
         assert!(pb.steps[1].privileged);
         assert_eq!(pb.handlers.len(), 1);
@@ -453,8 +561,104 @@ handlers:
 }
 
 #[cfg(test)]
+mod check_tests {
+    use super::*;
+    use crate::data::DataDir;
+
+    fn renderer_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Renderer) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join("templates").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let r = Renderer::new(&DataDir::new(Some(dir.path()))).unwrap();
+        (dir, r)
+    }
+
+    fn pb(step: &str) -> Playbook {
+        Playbook::parse(
+            "p.yaml",
+            &format!("name: p\nsteps:\n  - name: s\n    {step}\n"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn playbooks_are_checked_before_they_run() {
+        let (_d, r) = renderer_with(&[("ok.j2", "x")]);
+        pb("template: { src: ok.j2, dest: /x }").check(&r).unwrap();
+        let err = pb("template: { src: missing.j2, dest: /x }")
+            .check(&r)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("template missing.j2 not found"),
+            "{err}"
+        );
+        let err = pb("file: { path: '/{{ node.name' }").check(&r).unwrap_err();
+        assert!(err.to_string().starts_with("p.yaml step 's': "), "{err}");
+        let err = pb("file: { path: /x }\n    when: facts.a ==")
+            .check(&r)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("p.yaml step 's': "), "{err}");
+    }
+
+    #[test]
+    fn a_step_must_be_able_to_run_against_the_playbooks_target() {
+        let err = Playbook::parse(
+            "c.yaml",
+            "name: c\ntarget: cluster\nsteps:\n  - name: s\n    command: { cmd: id }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "c.yaml:4: step `s` is a `command` step, which cannot run against a cluster target"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("it runs against: host"), "{err}");
+        let ok = Playbook::parse(
+            "c.yaml",
+            "name: c\ntarget: cluster\nsteps:\n  - name: s\n    secret: { name: t }\n",
+        )
+        .unwrap();
+        assert_eq!(ok.target, TargetKind::Cluster);
+        let err = Playbook::parse("c.yaml", "name: c\ntarget: moon\nsteps: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.yaml:2:"), "{err}");
+    }
+
+    #[test]
+    fn publish_takes_a_name_or_a_name_and_secret() {
+        let p = Playbook::parse(
+            "o.yaml",
+            "name: o\nsteps:\n  - name: a\n    command: { cmd: hostname }\n    publish: host\n  \
+             - name: b\n    command: { cmd: cat /t }\n    publish: { name: token, secret: true }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.steps[0].publish,
+            Some(Publish {
+                name: "host".into(),
+                secret: false
+            })
+        );
+        assert_eq!(
+            p.steps[1].publish,
+            Some(Publish {
+                name: "token".into(),
+                secret: true
+            })
+        );
+    }
+}
+
+#[cfg(test)]
 mod builtin_playbooks {
-    use crate::render::{DataDir, Renderer};
+    use crate::data::DataDir;
+    use crate::render::Renderer;
 
     /// Every playbook shipped in playbooks/ parses and its templates and
     /// expressions compile, so a broken data file fails here, not on a host.
@@ -463,15 +667,13 @@ mod builtin_playbooks {
         let data = DataDir::new(None);
         let renderer = Renderer::new(&data).expect("templates compile");
         let mut seen = 0;
-        for file in crate::data::PLAYBOOKS.files() {
-            let path = file.path().display().to_string();
+        for path in data.list("playbooks").expect("playbooks") {
             if !path.ends_with(".yaml") {
                 continue;
             }
-            let text = file.contents_utf8().expect("utf-8");
-            let pb = super::Playbook::parse(&path, text).unwrap_or_else(|e| panic!("{e}"));
-            renderer
-                .check_playbook(&pb)
+            let text = data.read_text(&path).expect("utf-8");
+            let pb = super::Playbook::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+            pb.check(&renderer)
                 .unwrap_or_else(|e| panic!("{path}: {e}"));
             seen += 1;
         }

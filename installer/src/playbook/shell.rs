@@ -9,26 +9,7 @@
 /// The token a step script prints last: `__EF_STATUS__ ok|changed`.
 pub const STATUS_TOKEN: &str = "__EF_STATUS__";
 
-/// Quotes `s` for POSIX sh as one word (single quotes, `'` as `'\''`).
-pub fn quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b))
-    {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
-}
+pub use crate::sh::quote;
 
 /// Wraps a step body in the frame: `ef_do`, check mode, the final status token.
 pub fn frame(body: &str, check: bool) -> String {

@@ -25,6 +25,8 @@ use super::{
 pub struct LocalTransport {
     label: String,
     is_root: bool,
+    /// Directories put in front of `PATH` for its shells (stand-in commands in tests).
+    path_prefix: Option<std::ffi::OsString>,
     user: ShellPool<LocalIo>,
     root: ShellPool<LocalIo>,
 }
@@ -37,8 +39,22 @@ impl LocalTransport {
         LocalTransport {
             label: "localhost".into(),
             is_root,
+            path_prefix: None,
             user: ShellPool::new(2),
             root: ShellPool::new(2),
+        }
+    }
+
+    /// A transport whose shells find commands in `dir` before the rest of `PATH`.
+    pub fn with_path_prefix(dir: &std::path::Path) -> Self {
+        let mut path = dir.as_os_str().to_owned();
+        if let Some(rest) = std::env::var_os("PATH") {
+            path.push(":");
+            path.push(rest);
+        }
+        LocalTransport {
+            path_prefix: Some(path),
+            ..LocalTransport::new()
         }
     }
 
@@ -50,12 +66,13 @@ impl LocalTransport {
         } else {
             ("sh", Vec::new(), None)
         };
-        let mut io = LocalIo::spawn(program, &args).map_err(|source| {
-            PoolError::Open(TransportError::Io {
-                context: "cannot start a local `sh`".into(),
-                source,
-            })
-        })?;
+        let mut io =
+            LocalIo::spawn(program, &args, self.path_prefix.as_deref()).map_err(|source| {
+                PoolError::Open(TransportError::Io {
+                    context: "cannot start a local `sh`".into(),
+                    source,
+                })
+            })?;
         if let Some(tokens) = tokens {
             sudo_handshake(&mut io, &tokens, None)
                 .await
@@ -180,8 +197,16 @@ pub(crate) struct LocalIo {
 }
 
 impl LocalIo {
-    fn spawn(program: &str, args: &[String]) -> std::io::Result<Self> {
-        let mut child = Command::new(program)
+    fn spawn(
+        program: &str,
+        args: &[String],
+        path: Option<&std::ffi::OsStr>,
+    ) -> std::io::Result<Self> {
+        let mut cmd = Command::new(program);
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

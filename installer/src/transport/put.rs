@@ -15,7 +15,7 @@ use std::io::Read;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use super::frame::{random_hex, shell_quote};
+use super::frame::random_hex;
 use super::{ExecOutput, PutOutcome, PutRequest, PutSource, TransportError};
 
 /// In-memory content up to this size travels inside the framed command
@@ -84,12 +84,12 @@ pub(crate) async fn put<B: FileBackend>(
     {
         return put_one_trip(b, &req, bytes, &sha, dir, base).await;
     }
-    let dest = shell_quote(req.path);
+    let dest = crate::sh::quote(req.path);
     let check = format!(
         "[ -d {} ] || {{ echo nodir; exit 0; }}; f={dest}; if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then \
          if command -v sha256sum >/dev/null 2>&1; then sha256sum < \"$f\" | cut -c1-64; else echo nosha; fi; \
          stat -c '%a %U:%G %u:%g' \"$f\"; else echo absent; fi",
-        shell_quote(dir)
+        crate::sh::quote(dir)
     );
     let out = checked(b, &check, None, req.privileged, "checking", req.path).await?;
     let report = String::from_utf8_lossy(&out.stdout);
@@ -110,7 +110,7 @@ pub(crate) async fn put<B: FileBackend>(
     let mut finalize = String::new();
     match req.source {
         PutSource::Bytes(bytes) if bytes.len() <= INLINE_LIMIT => {
-            let write = format!("umask 077; cat > {}", shell_quote(&tmp));
+            let write = format!("umask 077; cat > {}", crate::sh::quote(&tmp));
             checked(b, &write, Some(bytes), req.privileged, "writing", req.path).await?;
         }
         source if staged => {
@@ -119,8 +119,8 @@ pub(crate) async fn put<B: FileBackend>(
             b.upload(source, &stage).await?;
             finalize.push_str(&format!(
                 "mv -f {} {} || {{ rm -f {0}; exit 1; }}; ",
-                shell_quote(&stage),
-                shell_quote(&tmp)
+                crate::sh::quote(&stage),
+                crate::sh::quote(&tmp)
             ));
         }
         source => {
@@ -128,20 +128,20 @@ pub(crate) async fn put<B: FileBackend>(
             b.upload(source, &tmp).await?;
         }
     }
-    let q_tmp = shell_quote(&tmp);
+    let q_tmp = crate::sh::quote(&tmp);
     let owner = match (req.owner, req.privileged) {
         (Some(o), _) => Some(o),
         (None, true) if staged => Some("0:0"),
         _ => None,
     };
     let chown = owner
-        .map(|o| format!(" && chown {} {q_tmp}", shell_quote(o)))
+        .map(|o| format!(" && chown {} {q_tmp}", crate::sh::quote(o)))
         .unwrap_or_default();
     finalize.push_str(&format!(
         "chmod {:o} {q_tmp}{chown} && mv -f {q_tmp} {dest} || {{ rc=$?; rm -f {q_tmp}; exit $rc; }}; \
          for f in {}*; do [ -e \"$f\" ] && rm -f \"$f\"; done; exit 0",
         req.mode & 0o7777,
-        shell_quote(&tmp_prefix)
+        crate::sh::quote(&tmp_prefix)
     ));
     checked(b, &finalize, None, req.privileged, "placing", req.path).await?;
     Ok(PutOutcome::Written)
@@ -175,13 +175,13 @@ async fn put_one_trip<B: FileBackend>(
         Some(o) => {
             // `user:group` must equal the names or the ids; `user` alone the user part.
             let pattern = if o.contains(':') {
-                format!("*\" \"{}\" \"*", shell_quote(o))
+                format!("*\" \"{}\" \"*", crate::sh::quote(o))
             } else {
-                format!("*\" \"{}:*", shell_quote(o))
+                format!("*\" \"{}:*", crate::sh::quote(o))
             };
             (
                 format!(" && case \" $st \" in {pattern}) ;; *) false;; esac"),
-                format!(" && chown {} \"$t\"", shell_quote(o)),
+                format!(" && chown {} \"$t\"", crate::sh::quote(o)),
             )
         }
         None => (String::new(), String::new()),
@@ -190,10 +190,12 @@ async fn put_one_trip<B: FileBackend>(
     // bits comes from the umask, so an unchanged file costs two processes
     // (sha256sum, stat) and a changed one one more (mv).
     let write = match std::str::from_utf8(bytes) {
-        Ok(text) if !text.contains('\0') => format!("printf %s {} > \"$t\"", shell_quote(text)),
+        Ok(text) if !text.contains('\0') => {
+            format!("printf %s {} > \"$t\"", crate::sh::quote(text))
+        }
         _ => format!(
             "printf %s {} | base64 -d > \"$t\"",
-            shell_quote(&data_encoding::BASE64.encode(bytes))
+            crate::sh::quote(&data_encoding::BASE64.encode(bytes))
         ),
     };
     let perm = req.mode & 0o7777;
@@ -212,11 +214,11 @@ async fn put_one_trip<B: FileBackend>(
          umask {umask}; {write}{chmod}{chown} && mv -f \"$t\" \"$f\" \
          || {{ rc=$?; rm -f \"$t\"; exit $rc; }}\n\
          for x in {prefix}*; do [ -e \"$x\" ] && rm -f \"$x\"; done; echo written\n",
-        d = shell_quote(dir),
-        f = shell_quote(req.path),
-        t = shell_quote(&tmp),
-        sha = shell_quote(sha),
-        prefix = shell_quote(&tmp_prefix),
+        d = crate::sh::quote(dir),
+        f = crate::sh::quote(req.path),
+        t = crate::sh::quote(&tmp),
+        sha = crate::sh::quote(sha),
+        prefix = crate::sh::quote(&tmp_prefix),
     );
     let out = checked(b, &script, None, req.privileged, "placing", req.path).await?;
     match String::from_utf8_lossy(&out.stdout).lines().last() {
@@ -270,7 +272,7 @@ pub async fn probe_files(
     if plain.is_empty() {
         return Ok(FileProbe::default());
     }
-    let list: Vec<String> = plain.iter().map(|p| shell_quote(p)).collect();
+    let list: Vec<String> = plain.iter().map(|p| crate::sh::quote(p)).collect();
     let script = format!(
         "set --; for f in {}; do [ -f \"$f\" ] && [ ! -L \"$f\" ] && set -- \"$@\" \"$f\"; done\n\
          [ $# -gt 0 ] || exit 0\n\
@@ -320,7 +322,7 @@ pub(crate) async fn get<B: FileBackend>(
     path: &str,
     privileged: bool,
 ) -> Result<Option<Vec<u8>>, TransportError> {
-    let q = shell_quote(path);
+    let q = crate::sh::quote(path);
     let out = b
         .run(
             &format!("[ -e {q} ] || exit 64; exec cat {q}"),

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
 use super::frame::{
-    Chunk, FrameError, FramedShell, PoolError, ShellIo, ShellPool, shell_quote, sudo_handshake,
+    Chunk, FrameError, FramedShell, PoolError, ShellIo, ShellPool, sudo_handshake,
     sudo_shell_command,
 };
 use super::known_hosts::{HostKeyCheck, HostKeyError};
@@ -148,9 +148,11 @@ impl SshTransport {
                     SudoMode::Password(pw) => {
                         input.extend_from_slice(pw.expose().as_bytes());
                         input.push(b'\n');
-                        format!("sudo -S -p '' sh -c {}", shell_quote(req.script))
+                        format!("sudo -S -p '' sh -c {}", crate::sh::quote(req.script))
                     }
-                    SudoMode::Passwordless => format!("sudo -n sh -c {}", shell_quote(req.script)),
+                    SudoMode::Passwordless => {
+                        format!("sudo -n sh -c {}", crate::sh::quote(req.script))
+                    }
                     SudoMode::None => return Err(self.no_privilege()),
                 }
             } else {

@@ -133,7 +133,7 @@ async fn probe(hv: &Hypervisor, kernel_path: &str) -> Result<AccelChoice, VirtEr
     if let Err(e) = created {
         return Ok(AccelChoice {
             accel: Accel::Tcg,
-            reason: format!("a KVM guest could not start ({e}: {})", error_chain(&e)),
+            reason: format!("a KVM guest could not start ({})", crate::error::chain(&e)),
             cached: false,
         });
     }
@@ -178,16 +178,6 @@ async fn probe(hv: &Hypervisor, kernel_path: &str) -> Result<AccelChoice, VirtEr
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -1,25 +1,25 @@
 //! The lab: every `machine: {type: libvirt}` node of an inventory as a VM.
 //!
 //! [`LabPlan::from_inventory`] is pure: it turns the inventory into one
-//! [`VmSpec`] per node, grouped by hypervisor. [`up`], [`status`] and
-//! [`down`] apply a plan through [`Hypervisor`]. The spec hash is recorded in
-//! each domain's metadata, so libvirt itself remembers what every VM was made
-//! from: a VM whose recorded hash differs from the plan's has drifted, and is
-//! recreated only when the caller asks. [`LabKeys`] keeps the SSH material in
+//! [`VmSpec`] per node, grouped by hypervisor. The machine layer's VM steps
+//! (`playbook::kinds::vm`) bring each VM up inside `apply`; [`status`] and
+//! [`down`] look at and remove a lab through [`Hypervisor`]. The spec hash is
+//! recorded in each domain's metadata, so libvirt itself remembers what every
+//! VM was made from: a VM whose recorded hash differs from the plan's has
+//! drifted, and is recreated only when the operator asks. [`LabKeys`] keeps the SSH material in
 //! the lab's state directory: the login key pair and a stable ed25519 host
 //! key per node, from which it writes a known_hosts file before any VM boots.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Accel, BaseVolumes, DEFAULT_MACHINE, DEFAULT_POOL, DEFAULT_POOL_PATH, Hypervisor, NicSpec,
-    PoolRef, SeedSpec, VirtError, VmSpec, VmState,
+    DEFAULT_MACHINE, DEFAULT_POOL, DEFAULT_POOL_PATH, Hypervisor, NicSpec, SeedSpec, VirtError,
+    VmSpec, VmState,
 };
 use crate::inventory::{Inventory, Machine, VmNetwork};
 
@@ -189,6 +189,28 @@ impl LabPlan {
     pub fn vms(&self) -> impl Iterator<Item = &LabVm> {
         self.hosts.iter().flat_map(|h| h.vms.iter())
     }
+
+    /// The one login key the inventory names for the lab's VMs (the lab
+    /// generates one key for all of them), or `None` for the default.
+    pub fn identity_file(&self) -> Result<Option<PathBuf>, LabError> {
+        let mut files: Vec<&PathBuf> = self
+            .vms()
+            .filter_map(|v| v.identity_file.as_ref())
+            .collect();
+        files.sort();
+        files.dedup();
+        if files.len() > 1 {
+            return Err(LabError::Invalid(format!(
+                "the lab's nodes name different identity files ({}); the lab generates one key for all its VMs, give them the same `ssh.identityFile`",
+                files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(files.first().map(|p| (*p).clone()))
+    }
 }
 
 /// The domain name of `node` in lab `lab` (names its volumes too).
@@ -261,141 +283,20 @@ impl LabKeys {
     }
 }
 
-/// What [`up`] did to one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "action")]
-pub enum VmAction {
-    /// It did not exist and was created.
-    Created,
-    /// It ran with the planned spec: nothing done.
-    Unchanged,
-    /// It was defined with the planned spec but stopped: started.
-    Started,
-    /// Its spec drifted and it was recreated (`--recreate`).
-    Recreated,
-    /// Its spec drifted; left alone (no `--recreate`).
-    Drifted {
-        /// The spec hash the domain records.
-        recorded: String,
-        /// The spec hash the inventory asks for.
-        wanted: String,
-    },
-}
-
-impl std::fmt::Display for VmAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VmAction::Created => f.write_str("created"),
-            VmAction::Unchanged => f.write_str("unchanged"),
-            VmAction::Started => f.write_str("started"),
-            VmAction::Recreated => f.write_str("recreated (spec drift)"),
-            VmAction::Drifted { recorded, wanted } => write!(
-                f,
-                "drift: running spec {} but the inventory asks for {}; left as is, run `lab up --recreate` to rebuild it",
-                short(recorded),
-                short(wanted)
-            ),
-        }
-    }
-}
-
-/// Fills in the image and seed hashes of every VM of `host` (the parts of
-/// the spec that come from outside the inventory).
-pub fn finish_specs(
-    host: &mut HostPlan,
-    image_sha256: &str,
-    keys: &LabKeys,
-) -> Result<(), LabError> {
-    for vm in &mut host.vms {
-        vm.spec.image_sha256 = image_sha256.to_owned();
-        let seed = keys.seed(vm, "")?;
+impl LabVm {
+    /// The VM's full spec: the inventory's plus the hashes of what comes from
+    /// outside it (the base image, the seed's identity material).
+    pub fn finished_spec(&self, image_sha256: &str, keys: &LabKeys) -> Result<VmSpec, LabError> {
+        let mut spec = self.spec.clone();
+        spec.image_sha256 = image_sha256.to_owned();
+        let seed = keys.seed(self, "")?;
         let material = format!(
             "{}\0{}\0{}\0{}",
             seed.user, seed.hostname, seed.authorized_key, seed.host_key_public
         );
-        vm.spec.seed_sha256 = hex::encode(Sha256::digest(material));
+        spec.seed_sha256 = hex::encode(Sha256::digest(material));
+        Ok(spec)
     }
-    Ok(())
-}
-
-/// Brings the VMs of `host` to the plan: creates missing ones, starts
-/// stopped ones, reports drift (recreating only with `recreate`).
-pub async fn up(
-    hv: &Hypervisor,
-    pool: &PoolRef,
-    host: &HostPlan,
-    base: &BaseVolumes,
-    keys: &LabKeys,
-    accel: Accel,
-    recreate: bool,
-) -> Result<Vec<(String, VmAction)>, LabError> {
-    let tasks = host.vms.iter().map(|vm| async move {
-        let action = up_one(hv, pool, vm, base, keys, accel, recreate).await?;
-        Ok::<_, LabError>((vm.spec.name.clone(), action))
-    });
-    futures_util::future::join_all(tasks)
-        .await
-        .into_iter()
-        .collect()
-}
-
-async fn up_one(
-    hv: &Hypervisor,
-    pool: &PoolRef,
-    vm: &LabVm,
-    base: &BaseVolumes,
-    keys: &LabKeys,
-    accel: Accel,
-    recreate: bool,
-) -> Result<VmAction, LabError> {
-    let wanted = vm.spec.spec_hash();
-    let instance_id = format!("{}-{}", vm.spec.name, short(&wanted));
-    let create = || async {
-        let seed = keys.seed(vm, &instance_id)?;
-        hv.create_vm(pool, &vm.spec, base, &seed, accel).await?;
-        Ok::<_, LabError>(())
-    };
-    match hv.vm_status(&vm.spec.name).await? {
-        None => {
-            create().await?;
-            Ok(VmAction::Created)
-        }
-        Some(s) if s.spec_hash == wanted => {
-            if s.state == VmState::Running {
-                Ok(VmAction::Unchanged)
-            } else {
-                hv.start_vm(&vm.spec.name).await?;
-                Ok(VmAction::Started)
-            }
-        }
-        Some(_) if recreate => {
-            hv.remove_vm(&pool.name, &vm.spec.name).await?;
-            create().await?;
-            Ok(VmAction::Recreated)
-        }
-        Some(s) => Ok(VmAction::Drifted {
-            recorded: s.spec_hash,
-            wanted,
-        }),
-    }
-}
-
-/// Waits for SSH on every VM of the plan at once; returns seconds per VM.
-pub async fn wait_ready(
-    hv: &Hypervisor,
-    host: &HostPlan,
-    timeout: Duration,
-) -> Result<Vec<(String, Duration)>, LabError> {
-    let tasks = host.vms.iter().map(|vm| async move {
-        let t = hv
-            .wait_for_ssh(&vm.spec.name, &vm.ssh_addr, timeout)
-            .await?;
-        Ok::<_, LabError>((vm.spec.name.clone(), t))
-    });
-    futures_util::future::join_all(tasks)
-        .await
-        .into_iter()
-        .collect()
 }
 
 /// One VM as `lab status` shows it.
@@ -411,17 +312,21 @@ pub struct VmReport {
     pub ssh_addr: String,
     /// Whether an SSH server answers there now.
     pub ssh_up: bool,
-    /// Whether the recorded spec differs from the inventory's.
-    pub drift: bool,
+    /// Whether the recorded spec differs from the inventory's (None: unknown,
+    /// no base image to compare with).
+    pub drift: Option<bool>,
     /// DHCP addresses the hypervisor knows.
     pub addresses: Vec<String>,
 }
 
-/// The state of every planned VM of `host`, plus lab VMs the plan no longer has.
+/// The state of every planned VM of `host`, plus lab VMs the plan no longer
+/// has; drift is known when the base image's sha256 is.
 pub async fn status(
     hv: &Hypervisor,
     host: &HostPlan,
     lab: &str,
+    image_sha256: Option<&str>,
+    keys: &LabKeys,
 ) -> Result<Vec<VmReport>, LabError> {
     let mut reports = Vec::new();
     let mut seen = BTreeMap::new();
@@ -430,15 +335,20 @@ pub async fn status(
         seen.insert(vm.spec.name.clone(), ());
         let ssh_up = s.as_ref().is_some_and(|s| s.state == VmState::Running)
             && super::ssh_banner(&vm.ssh_addr).await;
+        let wanted = match image_sha256 {
+            Some(sha) => Some(vm.finished_spec(sha, keys)?.spec_hash()),
+            None => None,
+        };
         reports.push(VmReport {
             name: vm.spec.name.clone(),
             hypervisor: host.hypervisor.clone(),
             state: s.as_ref().map(|s| s.state),
             ssh_addr: vm.ssh_addr.clone(),
             ssh_up,
-            drift: s
-                .as_ref()
-                .is_some_and(|s| s.spec_hash != vm.spec.spec_hash()),
+            drift: match (&s, wanted) {
+                (Some(s), Some(w)) => Some(s.spec_hash != w),
+                _ => None,
+            },
             addresses: s.map(|s| s.addresses).unwrap_or_default(),
         });
     }
@@ -450,7 +360,7 @@ pub async fn status(
                 state: Some(s.state),
                 ssh_addr: s.ssh_endpoint,
                 ssh_up: false,
-                drift: true,
+                drift: Some(true),
                 addresses: s.addresses,
             });
         }
@@ -484,10 +394,6 @@ pub async fn down(
         }
     }
     Ok(out)
-}
-
-fn short(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
 }
 
 fn pub_path(key: &Path) -> PathBuf {

@@ -12,8 +12,10 @@
 //! every call runs in `spawn_blocking`.
 
 mod accel;
+pub mod baseimage;
 pub mod lab;
 mod seed;
+mod session;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,9 +31,11 @@ use virt::stream::Stream;
 
 pub use accel::{Accel, AccelChoice};
 pub use seed::SeedSpec;
+pub use session::{DEFAULT_BOOT_TIMEOUT, Ready, Session};
 
-use crate::baseimage::{self, BaseImage};
-use crate::render::{DataDir, Renderer};
+use crate::data::DataDir;
+use crate::render::Renderer;
+use baseimage::BaseImage;
 
 /// Default storage pool name.
 pub const DEFAULT_POOL: &str = "edgeforge";
@@ -131,6 +135,9 @@ pub enum VirtError {
         /// Where to look.
         console_log: String,
     },
+    /// The base image could not be built.
+    #[error(transparent)]
+    BaseImage(#[from] baseimage::BaseImageError),
     /// A blocking task panicked or was cancelled.
     #[error("a libvirt worker task failed")]
     Join(#[source] tokio::task::JoinError),
@@ -307,10 +314,9 @@ pub struct Removed {
 }
 
 impl Hypervisor {
-    /// Opens a connection to `uri` with templates from `data_dir` (or the
-    /// built-in ones).
-    pub async fn connect(uri: &str, data_dir: Option<&Path>) -> Result<Hypervisor> {
-        let templates = Arc::new(Renderer::new(&DataDir::new(data_dir))?);
+    /// Opens a connection to `uri`, rendering its XML with the templates of `data`.
+    pub async fn connect(uri: &str, data: &DataDir) -> Result<Hypervisor> {
+        let templates = Arc::new(Renderer::new(data)?);
         let owned = uri.to_owned();
         // libvirt prints every error to stderr by default, including the
         // expected "not found" of a lookup; errors reach callers as values.
@@ -412,8 +418,8 @@ impl Hypervisor {
         accel::detect(self, base, cache_dir).await
     }
 
-    /// Creates the VM's seed volume and overlay disk, defines the domain and
-    /// starts it.
+    /// Creates the VM's seed volume and overlay disk and defines the domain
+    /// (stopped: [`Hypervisor::start_vm`] boots it).
     pub async fn create_vm(
         &self,
         pool: &PoolRef,
@@ -435,8 +441,8 @@ impl Hypervisor {
             .map(|_| ())
     }
 
-    /// Creates the overlay disk (backed by the base image), defines the
-    /// domain and starts it; the seed volume must exist.
+    /// Creates the overlay disk (backed by the base image) and defines the
+    /// domain, stopped; the seed volume must exist.
     pub async fn define_vm(
         &self,
         pool: &PoolRef,
@@ -472,11 +478,8 @@ impl Hypervisor {
             }
             StorageVol::create_xml(&pool, &vol_xml, 0)
                 .map_err(lv(format!("creating the disk volume {disk}")))?;
-            let dom = conn
-                .define_domain_xml(&domain_xml)
+            conn.define_domain_xml(&domain_xml)
                 .map_err(lv(format!("defining domain {name}")))?;
-            dom.create()
-                .map_err(lv(format!("starting domain {name}")))?;
             Ok(())
         })
         .await
@@ -815,8 +818,8 @@ fn xml_text(xml: &str, tag: &str) -> Option<String> {
 
 /// Builds the NoCloud seed image of `seed` locally (the file
 /// [`Hypervisor::create_vm`] uploads), for tools that boot qemu themselves.
-pub fn seed_image(data_dir: Option<&Path>, seed: &SeedSpec) -> Result<tempfile::NamedTempFile> {
-    seed::build(&Renderer::new(&DataDir::new(data_dir))?, seed)
+pub fn seed_image(data: &DataDir, seed: &SeedSpec) -> Result<tempfile::NamedTempFile> {
+    seed::build(&Renderer::new(data)?, seed)
 }
 
 /// Where libvirt's virtlogd writes a VM's serial console on the hypervisor.

@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn seed_is_a_cidata_fat_image_with_the_rendered_files() {
-        let templates = Renderer::new(&crate::render::DataDir::new(None)).expect("templates");
+        let templates = Renderer::new(&crate::data::DataDir::Embedded).expect("templates");
         let spec = SeedSpec {
             hostname: "node-1".into(),
             instance_id: "lab-node-1-abc".into(),

@@ -103,7 +103,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Per host: seconds from `host_started` to its first `step_started` (connect, auth, facts).
+/// Per host: seconds from `task_started` to its first `step_started` (connect, auth, facts).
 fn host_setup(run: &edgeforge_tests::apply::Run) -> Vec<f64> {
     let ts = |e: &serde_json::Value| {
         e["ts"].as_str().and_then(|t| {
@@ -117,11 +117,11 @@ fn host_setup(run: &edgeforge_tests::apply::Run) -> Vec<f64> {
         })
     };
     let mut out = Vec::new();
-    for started in run.events.iter().filter(|e| e["event"] == "host_started") {
+    for started in run.events.iter().filter(|e| e["event"] == "task_started") {
         let first = run
             .events
             .iter()
-            .find(|e| e["event"] == "step_started" && e["host"] == started["host"]);
+            .find(|e| e["event"] == "step_started" && e["subject"] == started["subject"]);
         if let (Some(a), Some(b)) = (ts(started), first.and_then(ts)) {
             out.push(b - a);
         }

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
+use super::artifact::{ArtifactParams, cached_artifact_in};
 use super::*;
 use crate::playbook::Playbook;
-use crate::testutil::{ShellTransport, fake_command};
+use crate::testutil::{NoReach, ShellTransport, fake_command};
 
 struct Rig {
     dir: tempfile::TempDir,
@@ -61,17 +62,23 @@ impl Rig {
         let pb = Playbook::parse("t.yaml", &text).unwrap();
         let ctx = json!({"node": {"name": "edge-1"}, "facts": self.facts});
         let env = StepEnv {
-            transport: &self.transport,
+            conn: Conn::Host {
+                transport: &self.transport,
+                facts: &self.facts,
+            },
+            reach: &NoReach,
+            task_data: &TaskData::None,
+            task: "edge-1/os",
             renderer: &self.renderer,
             data: &self.data,
-            facts: &self.facts,
             ctx: &ctx,
             check,
             diff: true,
+            recreate: false,
             privileged: false,
             origin: "t.yaml step 's'".into(),
         };
-        let prepared = pb.steps[0].kind.prepare(&env)?;
+        let prepared = Prepared::new(&*pb.steps[0].kind, &env)?;
         prepared.apply(&env).await
     }
 
@@ -537,19 +544,25 @@ async fn artifact_places_the_cached_file_once() {
     };
     let ctx = json!({});
     let env = StepEnv {
-        transport: &rig.transport,
+        conn: Conn::Host {
+            transport: &rig.transport,
+            facts: &facts,
+        },
+        reach: &NoReach,
+        task_data: &TaskData::None,
+        task: "edge-1/k3s",
         renderer: &rig.renderer,
         data: &rig.data,
-        facts: &facts,
         ctx: &ctx,
         check: false,
         diff: false,
+        recreate: false,
         privileged: false,
         origin: "t.yaml step 'k3s binary'".into(),
     };
     let prepared = Prepared {
         content: Some(cached_artifact_in(&cache_dir, &params, &facts).unwrap()),
-        kind: StepKind::Artifact(params.clone()),
+        kind: Arc::new(Typed(params.clone())),
     };
     assert!(prepared.apply(&env).await.unwrap().changed);
     assert_eq!(read(&rig.path("k3s")), "#!/bin/sh\necho stand-in k3s\n");
@@ -572,6 +585,7 @@ async fn artifact_places_the_cached_file_once() {
 
 #[test]
 fn a_user_with_nothing_but_a_name_is_valid_shell() {
+    use super::system::{UserParams, user_body};
     let p = UserParams {
         name: "svc".into(),
         groups: Vec::new(),

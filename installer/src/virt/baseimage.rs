@@ -9,7 +9,7 @@
 //! and blocks: async callers wrap it in `spawn_blocking`.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::data::{DataDir, DataError};
 
 /// Default Debian release of the base image.
 pub const DEFAULT_RELEASE: &str = "bookworm";
@@ -47,8 +49,8 @@ pub struct BuildOptions {
     pub cache: PathBuf,
     /// Debian mirror URL.
     pub mirror: String,
-    /// Directory holding `images/base/` to use instead of the built-in recipe.
-    pub data_dir: Option<PathBuf>,
+    /// Where the recipe (`images/base/`) is read from.
+    pub data: DataDir,
 }
 
 impl BuildOptions {
@@ -59,7 +61,7 @@ impl BuildOptions {
             arch: host_arch()?.to_owned(),
             cache: default_cache_root()?,
             mirror: DEFAULT_MIRROR.to_owned(),
-            data_dir: None,
+            data: DataDir::Embedded,
         })
     }
 }
@@ -137,6 +139,9 @@ pub enum BaseImageError {
     /// The recipe directory is missing or unreadable.
     #[error("the base image recipe {0} is missing or has no packages.txt")]
     NoRecipe(String),
+    /// A recipe file could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
     /// A file operation failed.
     #[error("{what} {}", path.display())]
     Io {
@@ -177,7 +182,7 @@ pub fn build(
     opts: &BuildOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<(BaseImage, BuildOutcome), BaseImageError> {
-    let recipe = Recipe::load(opts.data_dir.as_deref())?;
+    let recipe = Recipe::load(&opts.data)?;
     let key = recipe.key(&opts.release, &opts.arch);
     if let Some(image) = cached(opts, &key)? {
         return Ok((image, BuildOutcome::Cached));
@@ -209,7 +214,7 @@ pub fn build(
 
 /// The image already built for these options, if the cache has it.
 pub fn find_cached(opts: &BuildOptions) -> Result<Option<BaseImage>, BaseImageError> {
-    let recipe = Recipe::load(opts.data_dir.as_deref())?;
+    let recipe = Recipe::load(&opts.data)?;
     cached(opts, &recipe.key(&opts.release, &opts.arch))
 }
 
@@ -220,21 +225,6 @@ pub fn default_cache_root() -> Result<PathBuf, BaseImageError> {
         .ok_or(BaseImageError::NoCacheDir)
 }
 
-/// Lowercase hex sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(buf.get(..n).unwrap_or_default());
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 /// The recipe files (relative path, contents), sorted by path.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -242,27 +232,21 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// Reads `images/base/` from `data_dir`, or the copy built into the binary.
-    pub fn load(data_dir: Option<&Path>) -> Result<Recipe, BaseImageError> {
+    /// Reads `images/base/` from the data directory.
+    pub fn load(data: &DataDir) -> Result<Recipe, BaseImageError> {
         let mut files = Vec::new();
-        match data_dir {
-            Some(dir) => {
-                let root = dir.join("images").join("base");
-                collect_disk(&root, &root, &mut files)?;
-            }
-            None => {
-                let dir = crate::data::IMAGES
-                    .get_dir("base")
-                    .ok_or_else(|| BaseImageError::NoRecipe("(built-in) images/base".into()))?;
-                collect_embedded(dir, &mut files);
+        for rel in data.list("images/base")? {
+            let bytes = data.read(&rel)?;
+            if let Some(path) = rel.strip_prefix("images/base/") {
+                files.push((path.to_string(), bytes));
             }
         }
         files.sort();
         if !files.iter().any(|(p, _)| p == "packages.txt") {
-            let what = data_dir.map_or("(built-in) images/base".into(), |d| {
-                d.join("images/base").display().to_string()
-            });
-            return Err(BaseImageError::NoRecipe(what));
+            return Err(BaseImageError::NoRecipe(format!(
+                "images/base in {}",
+                data.describe()
+            )));
         }
         Ok(Recipe { files })
     }
@@ -301,39 +285,6 @@ impl Recipe {
             .iter()
             .find(|(p, _)| p == path)
             .map(|(_, d)| d.as_slice())
-    }
-}
-
-fn collect_disk(
-    root: &Path,
-    dir: &Path,
-    out: &mut Vec<(String, Vec<u8>)>,
-) -> Result<(), BaseImageError> {
-    let io_err = |what, path: &Path| {
-        let path = path.to_owned();
-        move |source| BaseImageError::Io { what, path, source }
-    };
-    for entry in fs::read_dir(dir).map_err(io_err("reading the recipe directory", dir))? {
-        let entry = entry.map_err(io_err("reading the recipe directory", dir))?;
-        let path = entry.path();
-        if path.is_dir() {
-            collect_disk(root, &path, out)?;
-        } else {
-            let data = fs::read(&path).map_err(io_err("reading the recipe file", &path))?;
-            let rel = path.strip_prefix(root).unwrap_or(&path);
-            out.push((rel.to_string_lossy().into_owned(), data));
-        }
-    }
-    Ok(())
-}
-
-fn collect_embedded(dir: &include_dir::Dir<'static>, out: &mut Vec<(String, Vec<u8>)>) {
-    for file in dir.files() {
-        let rel = file.path().strip_prefix("base").unwrap_or(file.path());
-        out.push((rel.to_string_lossy().into_owned(), file.contents().to_vec()));
-    }
-    for sub in dir.dirs() {
-        collect_embedded(sub, out);
     }
 }
 
@@ -497,7 +448,11 @@ fn build_into(
     )?;
 
     step(progress, "sha256");
-    let hash = |p: &Path| sha256_file(p).map_err(io_err("hashing", p));
+    let hash = |p: &Path| {
+        crate::artifacts::hash_file(p)
+            .map(|(sha, _)| sha)
+            .map_err(io_err("hashing", p))
+    };
     let size = fs::metadata(&image_path)
         .map_err(io_err("reading", &image_path))?
         .len();
@@ -686,7 +641,7 @@ mod tests {
 
     #[test]
     fn key_changes_with_recipe_release_and_arch() {
-        let recipe = Recipe::load(None).expect("built-in recipe");
+        let recipe = Recipe::load(&DataDir::Embedded).expect("built-in recipe");
         let k = recipe.key("bookworm", "amd64");
         assert_eq!(k.len(), 64);
         assert_ne!(k, recipe.key("trixie", "amd64"));
@@ -701,7 +656,7 @@ mod tests {
 
     #[test]
     fn recipe_lists_the_required_packages() {
-        let recipe = Recipe::load(None).expect("built-in recipe");
+        let recipe = Recipe::load(&DataDir::Embedded).expect("built-in recipe");
         let pkgs = recipe.packages();
         for p in [
             "openssh-server",
@@ -728,10 +683,12 @@ mod tests {
             arch: "amd64".into(),
             cache: tmp.path().to_owned(),
             mirror: DEFAULT_MIRROR.into(),
-            data_dir: None,
+            data: DataDir::Embedded,
         };
         assert!(find_cached(&opts).expect("lookup").is_none());
-        let key = Recipe::load(None).expect("recipe").key("bookworm", "amd64");
+        let key = Recipe::load(&DataDir::Embedded)
+            .expect("recipe")
+            .key("bookworm", "amd64");
         let dir = tmp.path().join("base").join(&key);
         fs::create_dir_all(&dir).expect("mkdir");
         fs::write(dir.join(IMAGE_FILE), b"qcow2").expect("write");
@@ -741,7 +698,9 @@ mod tests {
             key: key.clone(),
             release: "bookworm".into(),
             arch: "amd64".into(),
-            sha256: sha256_file(&dir.join(IMAGE_FILE)).expect("hash"),
+            sha256: crate::artifacts::hash_file(&dir.join(IMAGE_FILE))
+                .expect("hash")
+                .0,
             size: 5,
             kernel_sha256: String::new(),
             initrd_sha256: String::new(),

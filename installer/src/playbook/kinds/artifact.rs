@@ -1,0 +1,102 @@
+//! The `artifact` kind: a verified file from the controller's artifact cache
+//! (the k3s binary, air-gap image tarballs) placed on a host, skipped when the
+//! host already has the same sha256. The cache is `$EDGEFORGE_CACHE`, else the
+//! XDG cache directory, as for `edgeforge images pull`; a missing artifact is
+//! an error that names it and the command that fetches or imports it.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Content, Mode, Params, StepEnv, StepError, StepReport};
+use crate::facts::Facts;
+
+/// Parameters of `artifact`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactParams {
+    /// Manifest name, e.g. `k3s`.
+    pub name: String,
+    /// Release, e.g. `{{ versions.k3s }}`.
+    pub version: String,
+    /// `amd64` or `arm64` (default: from the host's facts).
+    #[serde(default)]
+    pub arch: Option<String>,
+    /// Destination path on the host.
+    pub dest: String,
+    /// Permission bits (default 0644).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// `user:group`.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+impl Params for ArtifactParams {
+    const KEY: &'static str = "artifact";
+
+    fn content(&self, env: &StepEnv<'_>) -> Result<Option<Content>, StepError> {
+        Ok(Some(cached_artifact(self, env.facts()?)?))
+    }
+
+    fn placement(&self) -> Option<(&str, Option<Mode>, Option<&str>)> {
+        Some((&self.dest, self.mode, self.owner.as_deref()))
+    }
+
+    async fn apply<'a>(
+        &'a self,
+        content: Option<&'a Content>,
+        env: &'a StepEnv<'a>,
+    ) -> Result<StepReport, StepError> {
+        super::place::place(content, env, &self.dest, self.mode, self.owner.as_deref()).await
+    }
+}
+
+/// The cached, verified file of an `artifact` step (the cache is
+/// `$EDGEFORGE_CACHE`, else the XDG cache directory, as for `images pull`).
+fn cached_artifact(p: &ArtifactParams, facts: &Facts) -> Result<Content, StepError> {
+    use crate::artifacts::cache::ArtifactCache;
+    let dir = std::env::var_os("EDGEFORGE_CACHE")
+        .map(PathBuf::from)
+        .or_else(ArtifactCache::default_dir)
+        .ok_or_else(|| {
+            StepError::Invalid("no artifact cache directory: set EDGEFORGE_CACHE".into())
+        })?;
+    cached_artifact_in(&dir, p, facts)
+}
+
+/// [`cached_artifact`] from the cache at `dir`.
+pub(crate) fn cached_artifact_in(
+    dir: &std::path::Path,
+    p: &ArtifactParams,
+    facts: &Facts,
+) -> Result<Content, StepError> {
+    use crate::artifacts::{Arch, ArtifactRef, cache::ArtifactCache};
+    let arch_name = p.arch.clone().unwrap_or_else(|| match facts.arch.as_str() {
+        "x86_64" => "amd64".to_string(),
+        "aarch64" => "arm64".to_string(),
+        other => other.to_string(),
+    });
+    let arch = Arch::ALL
+        .into_iter()
+        .find(|a| a.as_str() == arch_name)
+        .ok_or_else(|| {
+            StepError::Invalid(format!(
+                "artifact {}: no artifacts for architecture `{arch_name}` (amd64 or arm64)",
+                p.name
+            ))
+        })?;
+    let cache = ArtifactCache::open(dir).map_err(|e| StepError::Invalid(e.to_string()))?;
+    let wanted = ArtifactRef {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        arch,
+    };
+    let cached = cache
+        .require(&wanted)
+        .map_err(|e| StepError::Invalid(e.to_string()))?;
+    Ok(Content::File {
+        path: cached.path,
+        sha256: cached.sha256,
+    })
+}
