@@ -283,18 +283,8 @@ fn find_line(source: &str, var: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::renderer_with;
     use serde_json::json;
-
-    fn renderer_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Renderer) {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            let path = dir.path().join("templates").join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        let r = Renderer::new(&DataDir::new(Some(dir.path()))).unwrap();
-        (dir, r)
-    }
 
     #[test]
     fn renders_a_template_from_the_data_dir() {

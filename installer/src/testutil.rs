@@ -128,3 +128,15 @@ pub fn fake_command(dir: &std::path::Path, name: &str, body: &str) {
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// A renderer over a temporary data directory holding `files` under templates/.
+pub fn renderer_with(files: &[(&str, &str)]) -> (tempfile::TempDir, crate::render::Renderer) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join("templates").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let r = crate::render::Renderer::new(&crate::data::DataDir::new(Some(dir.path()))).unwrap();
+    (dir, r)
+}

@@ -563,18 +563,7 @@ handlers:
 #[cfg(test)]
 mod check_tests {
     use super::*;
-    use crate::data::DataDir;
-
-    fn renderer_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Renderer) {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            let path = dir.path().join("templates").join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        let r = Renderer::new(&DataDir::new(Some(dir.path()))).unwrap();
-        (dir, r)
-    }
+    use crate::testutil::renderer_with;
 
     fn pb(step: &str) -> Playbook {
         Playbook::parse(
