@@ -788,7 +788,8 @@ fn parse_yaml(body: &[u8]) -> Result<Value, ApiError> {
 fn evict(shared: &Arc<Shared>, call: &Call, target: &Target) -> Result<Response<Body>, ApiError> {
     let eviction = decode_body(call)?;
     let name = target.name.as_deref().unwrap_or_default();
-    if eviction["kind"] != "Eviction" {
+    // The subresource decodes into Eviction: a body without apiVersion/kind is one (kube-rs sends that).
+    if eviction.get("kind").is_some_and(|k| k != "Eviction") {
         return Err(ApiError::bad_request(
             "the body of an eviction must be an Eviction",
         ));
