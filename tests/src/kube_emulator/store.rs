@@ -111,7 +111,7 @@ pub(crate) struct StoreInner {
 
 pub(crate) struct State {
     rv: u64,
-    objects: BTreeMap<StorageKey, BTreeMap<(String, String), Value>>,
+    objects: BTreeMap<StorageKey, BTreeMap<(String, String), Arc<Value>>>,
     history: VecDeque<StoredEvent>,
     /// Watches from a resourceVersion below this fail with 410 Expired.
     compacted: u64,
@@ -237,7 +237,7 @@ impl Store {
                     path: path.clone(),
                     source,
                 })?;
-                let saved: SavedState =
+                let saved: SavedState<Value> =
                     serde_json::from_str(&text).map_err(|source| StateError::Parse {
                         path: path.clone(),
                         source,
@@ -280,7 +280,14 @@ impl Store {
                 let _ = store.create(crd);
             }
         }
-        store.inner.changed.send_replace(store.lock().rv);
+        {
+            // A fresh apiserver's watch cache starts at its current resourceVersion:
+            // the seed's events are not kept, so each idle instance stays small.
+            let mut state = store.lock();
+            state.history.clear();
+            state.compacted = state.rv;
+            store.inner.changed.send_replace(state.rv);
+        }
         Ok((store, work_rx))
     }
 
@@ -1141,27 +1148,32 @@ impl Store {
         let rv = state.rv;
         let key = rt.key();
         let objects = state.objects.entry(key.clone()).or_default();
-        let object = match new {
+        // One allocation serves the map and the watch history.
+        let shared = match new {
             Some(mut object) => {
                 object["metadata"]["resourceVersion"] = json!(rv.to_string());
-                objects.insert((ns.to_string(), name.to_string()), object.clone());
-                object
+                let shared = Arc::new(object);
+                objects.insert((ns.to_string(), name.to_string()), shared.clone());
+                shared
             }
             None => {
-                let mut object = objects.remove(&(ns.to_string(), name.to_string()))?;
+                let removed = objects.remove(&(ns.to_string(), name.to_string()))?;
+                let mut object = Arc::unwrap_or_clone(removed);
                 object["metadata"]["resourceVersion"] = json!(rv.to_string());
-                object
+                Arc::new(object)
             }
         };
+        let object = shared.as_ref();
         if key.group.is_empty() && key.resource == "secrets" {
-            state.index_token(ns, name, kind, &object);
+            state.index_token(ns, name, kind, object);
         }
+        let object = object.clone();
         state.history.push_back(StoredEvent {
             rv,
             key,
             namespace: ns.to_string(),
             kind,
-            object: Arc::new(object.clone()),
+            object: shared,
         });
         while state.history.len() > self.inner.history_limit {
             if let Some(dropped) = state.history.pop_front() {
@@ -1312,7 +1324,7 @@ impl Store {
     }
 
     /// All current objects of a key with the current resourceVersion (the start of a watch without one).
-    pub(crate) fn snapshot(&self, key: &StorageKey) -> (u64, Vec<(String, Value)>) {
+    pub(crate) fn snapshot(&self, key: &StorageKey) -> (u64, Vec<(String, Arc<Value>)>) {
         let state = self.lock();
         let objects = state
             .objects
@@ -1350,7 +1362,7 @@ impl Store {
                 let objects = state
                     .objects
                     .get(k)
-                    .map(|m| m.values().cloned().collect())
+                    .map(|m| m.values().map(|o| o.as_ref().clone()).collect())
                     .unwrap_or_default();
                 (k.clone(), objects)
             })
@@ -1370,7 +1382,7 @@ impl Store {
             } else {
                 format!("{}.{}", key.resource, key.group)
             };
-            out.insert(name, objects.values().cloned().collect());
+            out.insert(name, objects.values().map(|o| o.as_ref().clone()).collect());
         }
         out
     }
@@ -1388,6 +1400,7 @@ impl State {
         self.objects
             .get(key)?
             .get(&(ns.to_string(), name.to_string()))
+            .map(Arc::as_ref)
     }
 
     fn check_namespace_open(&self, ns: &str) -> Result<(), ApiError> {
@@ -1500,7 +1513,7 @@ impl State {
         }
     }
 
-    fn save(&self) -> SavedState {
+    fn save(&self) -> SavedState<&Value> {
         let mut objects = BTreeMap::new();
         for (key, map) in &self.objects {
             if map.is_empty() {
@@ -1508,7 +1521,7 @@ impl State {
             }
             objects.insert(
                 format!("{}/{}", key.group, key.resource),
-                map.values().cloned().collect(),
+                map.values().map(Arc::as_ref).collect(),
             );
         }
         SavedState {
@@ -1517,7 +1530,7 @@ impl State {
         }
     }
 
-    fn restore(&mut self, saved: SavedState) {
+    fn restore(&mut self, saved: SavedState<Value>) {
         self.rv = saved.resource_version;
         self.compacted = saved.resource_version;
         for (name, objects) in saved.objects {
@@ -1536,7 +1549,7 @@ impl State {
                 self.objects
                     .entry(key.clone())
                     .or_default()
-                    .insert((ns, obj_name), object);
+                    .insert((ns, obj_name), Arc::new(object));
             }
         }
     }
@@ -1544,10 +1557,10 @@ impl State {
 
 /// The persisted state: the resourceVersion counter and every object.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct SavedState {
+struct SavedState<V> {
     #[serde(rename = "resourceVersion")]
     resource_version: u64,
-    objects: BTreeMap<String, Vec<Value>>,
+    objects: BTreeMap<String, Vec<V>>,
 }
 
 /// One `managedFields` entry.
