@@ -123,6 +123,25 @@ async fn serving_certificate_covers_the_sans_given_and_a_shared_ca_signs_several
 }
 
 #[tokio::test]
+async fn tls_offers_only_http_1_1_in_alpn() {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let emu = start().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(emu.ca().cert_pem().as_bytes()).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(emu.addr()).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tls = connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.expect("the handshake verifies against the CA");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+#[tokio::test]
 async fn client_certificates_authenticate_with_cn_as_user_and_each_o_as_a_group() {
     let emu = start().await;
     let admin_client = client_from(
@@ -1817,4 +1836,35 @@ async fn the_state_dump_groups_objects_by_resource_and_the_store_writes_like_htt
             .get("v1", "ConfigMap", Some("default"), "direct")
             .is_none()
     );
+}
+
+// ---- Extension routes ----
+
+struct PingExtension;
+
+impl edgeforge_tests::kube_emulator::Extension for PingExtension {
+    fn handle<'a>(
+        &'a self,
+        request: &'a edgeforge_tests::kube_emulator::ExtensionRequest,
+        store: &'a edgeforge_tests::kube_emulator::Store,
+    ) -> futures_util::future::BoxFuture<'a, Option<edgeforge_tests::kube_emulator::ExtensionResponse>> {
+        Box::pin(async move {
+            (request.path == "/ping").then(|| edgeforge_tests::kube_emulator::ExtensionResponse {
+                status: 200,
+                content_type: "text/plain".into(),
+                body: format!("pong rv={}", store.resource_version()).into_bytes(),
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_extension_serves_its_routes_before_authentication_and_falls_through_otherwise() {
+    let emu = start_with(EmulatorOptions { extension: Some(std::sync::Arc::new(PingExtension)), ..Default::default() }).await;
+    let anon = anonymous(&emu).await;
+    let request = hyper::Request::get("/ping").body(Vec::new()).unwrap();
+    let text = anon.request_text(request).await.expect("the extension answers anonymous clients");
+    assert_eq!(text, format!("pong rv={}", emu.store().resource_version()));
+    let (code, _) = raw(&anon, "GET", "/api", "", "").await;
+    assert_eq!(code, 401, "other paths fall through to the emulator");
 }
