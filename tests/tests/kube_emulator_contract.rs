@@ -127,7 +127,9 @@ async fn tls_offers_only_http_1_1_in_alpn() {
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     let emu = start().await;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(emu.ca().cert_pem().as_bytes()).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(emu.ca().cert_pem().as_bytes()).unwrap())
+        .unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -137,7 +139,10 @@ async fn tls_offers_only_http_1_1_in_alpn() {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(emu.addr()).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tls = connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.expect("the handshake verifies against the CA");
+    let tls = connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .expect("the handshake verifies against the CA");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
 
@@ -1847,7 +1852,10 @@ impl edgeforge_tests::kube_emulator::Extension for PingExtension {
         &'a self,
         request: &'a edgeforge_tests::kube_emulator::ExtensionRequest,
         store: &'a edgeforge_tests::kube_emulator::Store,
-    ) -> futures_util::future::BoxFuture<'a, Option<edgeforge_tests::kube_emulator::ExtensionResponse>> {
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Option<edgeforge_tests::kube_emulator::ExtensionResponse>,
+    > {
         Box::pin(async move {
             (request.path == "/ping").then(|| edgeforge_tests::kube_emulator::ExtensionResponse {
                 status: 200,
@@ -1860,10 +1868,17 @@ impl edgeforge_tests::kube_emulator::Extension for PingExtension {
 
 #[tokio::test]
 async fn an_extension_serves_its_routes_before_authentication_and_falls_through_otherwise() {
-    let emu = start_with(EmulatorOptions { extension: Some(std::sync::Arc::new(PingExtension)), ..Default::default() }).await;
+    let emu = start_with(EmulatorOptions {
+        extension: Some(std::sync::Arc::new(PingExtension)),
+        ..Default::default()
+    })
+    .await;
     let anon = anonymous(&emu).await;
     let request = hyper::Request::get("/ping").body(Vec::new()).unwrap();
-    let text = anon.request_text(request).await.expect("the extension answers anonymous clients");
+    let text = anon
+        .request_text(request)
+        .await
+        .expect("the extension answers anonymous clients");
     assert_eq!(text, format!("pong rv={}", emu.store().resource_version()));
     let (code, _) = raw(&anon, "GET", "/api", "", "").await;
     assert_eq!(code, 401, "other paths fall through to the emulator");
