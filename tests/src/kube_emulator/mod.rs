@@ -19,7 +19,10 @@
 //! deletionTimestamp, namespace termination) and deletecollection; `/status`
 //! for types that have it; `pods/eviction`; SelfSubjectAccessReview. The
 //! controllers a cluster join relies on run in one task per emulator (see
-//! [`controllers`]). No production code path uses it.
+//! [`controllers`]). No production code path uses it. As on a real
+//! apiserver, a body whose kind, apiVersion, name or namespace does not match
+//! the path is a 400 BadRequest, a bad name or a changed immutable field a
+//! 422 Invalid.
 //!
 //! Strategic merge patch is a merge patch except for the list merge keys the
 //! emulator knows: `containers`, `initContainers`, `ephemeralContainers`,
@@ -34,7 +37,9 @@
 //!
 //! What it does **not** model, so nobody mistakes it for an apiserver:
 //! admission (webhooks, defaulting beyond a few fields, validation beyond names,
-//! immutable fields and CRD naming), protobuf and CBOR, HTTP/2, aggregated
+//! immutable fields and CRD naming), protobuf and CBOR bodies (answered with
+//! 415: kubectl's typed `create <kind>` generators and `auth can-i` send
+//! protobuf and fail here, `kubectl apply -f` sends JSON and works), HTTP/2, aggregated
 //! discovery (clients fall back to the legacy documents), a full OpenAPI
 //! schema for built-in types (strict field validation checks their top-level
 //! and metadata fields only), garbage collection of ownerReferences
