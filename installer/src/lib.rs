@@ -5,10 +5,12 @@
 //! The data flows one way: [`inventory`] (parse and validate) → [`plan`]
 //! (a DAG of tasks) → [`exec`] (walks the DAG) → step kinds from
 //! [`playbook`] → [`transport`] (SSH). I/O lives only in transport, exec,
-//! artifacts and virt; inventory, plan, playbook and render are pure.
+//! artifacts, virt and bmc (Redfish); inventory, plan, playbook and render
+//! are pure.
 
 pub mod artifacts;
 pub mod baseimage;
+pub mod bmc;
 pub mod cli;
 pub mod data;
 pub mod exec;
