@@ -13,8 +13,11 @@ need_root() {
 
 # Packages from bookworm; qemu and libvirt from bookworm-backports (the
 # machine's qemu-utils is from backports, so stock qemu-system conflicts).
+# ovmf (UEFI firmware), apache2-utils (htpasswd -B), openssl, and what pip
+# needs to build libvirt-python are for the Redfish suites (sushy-tools).
 BASE_PKGS=(openssh-server openssh-client debootstrap dosfstools mtools e2fsprogs
-    zstd iproute2 pkg-config curl graphviz sudo)
+    zstd iproute2 pkg-config curl graphviz sudo
+    ovmf apache2-utils openssl python3-venv python3-dev gcc)
 BACKPORTS_PKGS=(qemu-system-x86 libvirt-daemon-system libvirt-dev passt)
 
 missing() {
@@ -42,6 +45,14 @@ if [ "${#base_missing[@]}" -gt 0 ] || [ "${#bp_missing[@]}" -gt 0 ]; then
     [ "${#base_missing[@]}" -eq 0 ] || apt-get install -y -q "${base_missing[@]}"
     [ "${#bp_missing[@]}" -eq 0 ] || apt-get install -y -q -t bookworm-backports "${bp_missing[@]}"
 fi
+
+# Python tools the tests drive, in one venv (the harness looks for them here;
+# EDGEFORGE_TEST_VENV moves it). sushy-tools is the Redfish BMC emulator;
+# libvirt-python builds against libvirt-dev with pkg-config.
+VENV="${EDGEFORGE_TEST_VENV:-/opt/edgeforge-test/venv}"
+PIP_PKGS=(sushy-tools==2.2.0 libvirt-python)
+[ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check "${PIP_PKGS[@]}"
 
 # There is no systemd as PID 1 here: start the daemons by hand.
 mkdir -p /run/sshd
