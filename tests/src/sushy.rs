@@ -200,16 +200,17 @@ impl SushyLab {
 
     /// An inventory with one site whose nodes are Redfish machines:
     /// `(node name, endpoint, systemId, caFile)` each, all with the lab's
-    /// user and password file.
+    /// user and password file; the first is the server, the others agents.
     pub fn inventory(&self, nodes: &[(&str, &str, Option<&str>, Option<&Path>)]) -> String {
         let mut yaml = String::from(
             "apiVersion: edgeforge/v1\nname: redfish-test\nsites:\n  - name: rack\n    nodes:\n",
         );
         for (i, (name, endpoint, system_id, ca)) in nodes.iter().enumerate() {
             yaml.push_str(&format!(
-                "      - name: {name}\n        role: server\n        address: 127.0.0.{}\n        machine:\n\
+                "      - name: {name}\n        role: {}\n        address: 127.0.0.{}\n        machine:\n\
                  \x20         type: redfish\n          endpoint: \"{endpoint}\"\n          username: {USER}\n\
                  \x20         password: {{file: \"{}\"}}\n",
+                if i == 0 { "server" } else { "agent" },
                 i + 2,
                 self.password_file().display()
             ));

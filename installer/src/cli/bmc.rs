@@ -22,10 +22,10 @@ use crate::inventory::{Loaded, Machine};
 
 pub(super) const BMC_EXAMPLES: &str = "\
 The node must have `machine: {type: redfish}` in the inventory, with the BMC's
-`endpoint`, `username` and a `password` reference ({env: VAR} or {file: PATH}).
+`endpoint`, `username` and a `password` reference ({env: VAR} or {file: PATH});
+in inventory/baremetal.yaml, metal-1's password is read from $BMC_PASSWORD_RACK1.
 
 Examples:
-  export BMC_PASSWORD_RACK1=...            # the reference inventory/baremetal.yaml uses
   edgeforge bmc status -i inventory/baremetal.yaml --node metal-1
   edgeforge bmc media insert http://10.20.0.1/live.iso -i inventory/baremetal.yaml --node metal-1
   edgeforge bmc boot cd -i inventory/baremetal.yaml --node metal-1
