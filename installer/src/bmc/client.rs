@@ -76,7 +76,7 @@ pub enum PowerChange {
         from: PowerState,
         /// The state reached.
         to: PowerState,
-        /// From the action to the state being read back.
+        /// From the start of the operation to the new state being read back.
         took: Duration,
     },
 }
@@ -440,6 +440,7 @@ impl RedfishClient {
         } else {
             (POWER_OFF, PowerState::Off, ["ForceOff", "GracefulShutdown"])
         };
+        let started = Instant::now();
         let sent = self
             .bounded(operation, self.timeouts.operation, async {
                 let system = self.system().await?;
@@ -471,7 +472,6 @@ impl RedfishClient {
                 Ok((from, Some(reset_type)))
             })
             .await?;
-        let started = Instant::now();
         match sent {
             (from, None) if from == wanted => Ok(PowerChange::Unchanged(from)),
             (from, None) => {
