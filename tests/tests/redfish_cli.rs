@@ -163,6 +163,17 @@ fn operator_errors_say_what_and_where_with_the_documented_exit_codes() {
         )
     );
 
+    let out = bmc(
+        &inv,
+        &["media", "insert", "/srv/live.iso", "--node", "metal-1"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`/srv/live.iso` is not an http(s) URL"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = bmc(&inv, &["power", "off", "--node", "plain"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);

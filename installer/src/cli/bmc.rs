@@ -214,6 +214,15 @@ impl BmcCommand {
 /// Runs `edgeforge bmc ...`.
 pub fn run(g: &GlobalOpts, cmd: BmcCommand) -> Outcome {
     let target = cmd.target().clone();
+    if let BmcCommand::Media(MediaCommand::Insert { url, .. }) = &cmd
+        && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        eprintln!(
+            "error: `{}` is not an http(s) URL; give the URL the BMC downloads the image from",
+            redact_url(url)
+        );
+        return Outcome::InvalidInput;
+    }
     let loaded = match super::check::load_inventory(g, &target.inventory) {
         Ok(l) => l,
         Err(outcome) => return outcome,
