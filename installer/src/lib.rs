@@ -5,13 +5,14 @@
 //! The data flows one way: [`inventory`] (parse and validate) → [`plan`]
 //! (a DAG of tasks) → [`exec`] (walks the DAG, one target per task) → step
 //! kinds from [`playbook`] → the outside world behind [`transport`] (SSH),
-//! [`virt`] (libvirt) and [`kube`] (Kubernetes APIs). [`inventory`], [`plan`],
+//! [`virt`] (libvirt), [`bmc`] (Redfish) and [`kube`] (Kubernetes APIs). [`inventory`], [`plan`],
 //! [`context`], [`render`] and the playbook format are pure; I/O lives in
-//! transport, virt, kube, artifacts, exec and the step kinds. [`data`] is the
+//! transport, virt, bmc, kube, artifacts, exec and the step kinds. [`data`] is the
 //! one reader of the project's data files, [`state`] the one home of the state
 //! directory, [`error`] the one error type commands end with.
 
 pub mod artifacts;
+pub mod bmc;
 pub mod cli;
 pub mod context;
 pub mod data;

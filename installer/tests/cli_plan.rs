@@ -271,6 +271,11 @@ fn help_and_version_follow_conventions() {
         &["plan", "--help"],
         &["completions", "--help"],
         &["man", "--help"],
+        &["bmc", "--help"],
+        &["bmc", "status", "--help"],
+        &["bmc", "power", "--help"],
+        &["bmc", "boot", "--help"],
+        &["bmc", "media", "--help"],
     ] {
         let out = edgeforge(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
@@ -282,7 +287,7 @@ fn help_and_version_follow_conventions() {
         );
     }
     let top = stdout(&edgeforge(&["--help"]));
-    for cmd in ["check", "plan", "apply", "completions", "man"] {
+    for cmd in ["check", "plan", "apply", "bmc", "completions", "man"] {
         assert!(top.contains(&format!("\n  {cmd} ")), "{cmd} listed: {top}");
     }
 }

@@ -1,7 +1,9 @@
-//! Test harness: real peers (sshd fleet, artifact HTTP server, libvirt lab) started on loopback.
+//! Test harness: real peers (sshd fleet, artifact HTTP server, libvirt lab,
+//! sushy-tools Redfish BMCs) started on loopback.
 
 pub mod apply;
 pub mod blackhole;
+pub mod fault_proxy;
 pub mod sshd;
 pub mod sudo_user;
 pub mod transport_checks;
@@ -12,6 +14,7 @@ pub use sudo_user::SudoUser;
 pub mod http;
 pub mod kube_emulator;
 pub mod lab;
+pub mod sushy;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod apply;
+mod bmc;
 mod check;
 mod images;
 mod lab;
@@ -161,6 +162,7 @@ Examples:
   edgeforge check -i inventory/lab.yaml
   edgeforge plan -i inventory/appliances.yaml --limit 'site:berlin-*'
   edgeforge apply -i inventory/lab.yaml
+  edgeforge bmc status -i inventory/baremetal.yaml --node metal-1
   edgeforge completions bash > ~/.local/share/bash-completion/completions/edgeforge
   edgeforge man --out /usr/local/share/man/man1
 
@@ -211,6 +213,9 @@ pub enum Command {
     /// A lab of VMs on a libvirt host: up, status, down.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Bare metal through its Redfish BMC: status, power, boot device, virtual media.
+    #[command(subcommand, after_help = bmc::BMC_EXAMPLES)]
+    Bmc(bmc::BmcCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -236,6 +241,7 @@ pub fn main() -> ExitCode {
         Command::Inventory(cmd) => check::run_inventory(&cli.global, cmd),
         Command::Images(cmd) => images::run(&cli.global, cmd),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
+        Command::Bmc(cmd) => bmc::run(&cli.global, cmd),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "edgeforge", &mut std::io::stdout());

@@ -413,7 +413,7 @@ pub enum Machine {
     Redfish {
         /// BMC base URL, e.g. `https://10.0.0.10`.
         endpoint: String,
-        /// Redfish system id (default: the only system the BMC lists).
+        /// Redfish system `Id` or `UUID` (default: the only system the BMC lists).
         #[serde(default)]
         system_id: Option<String>,
         /// BMC user name.
@@ -424,6 +424,10 @@ pub enum Machine {
         /// resolved like `identityFile`.
         #[serde(default)]
         ca_file: Option<PathBuf>,
+        /// Skip TLS certificate verification for this BMC (default false).
+        /// Prefer `caFile`; edgeforge warns every time it is used.
+        #[serde(default)]
+        insecure: bool,
         /// Install media URL booted as virtual media, if the OS is to be installed.
         #[serde(default)]
         boot_image: Option<String>,
