@@ -67,7 +67,10 @@ impl Connector for Instant0 {
     fn host<'a>(&'a self, _n: &'a str) -> BoxFuture<'a, Result<Arc<dyn Transport>, ConnectError>> {
         Box::pin(async { Ok(Arc::new(InstantTransport) as Arc<dyn Transport>) })
     }
-    fn kube<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<kube::Client, ConnectError>> {
+    fn kube<'a>(
+        &'a self,
+        t: &'a Target,
+    ) -> BoxFuture<'a, Result<edgeforge::kube::KubeConn, ConnectError>> {
         Box::pin(async move { Err(ConnectError::NotConfigured(t.to_string())) })
     }
     fn hypervisor<'a>(

@@ -305,7 +305,10 @@ impl Connector for OneHypervisor {
     fn host<'a>(&'a self, n: &'a str) -> BoxFuture<'a, Result<Arc<dyn Transport>, ConnectError>> {
         Box::pin(async move { Err(ConnectError::NotConfigured(format!("no SSH to {n} here"))) })
     }
-    fn kube<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<kube::Client, ConnectError>> {
+    fn kube<'a>(
+        &'a self,
+        t: &'a Target,
+    ) -> BoxFuture<'a, Result<edgeforge::kube::KubeConn, ConnectError>> {
         Box::pin(async move { Err(ConnectError::NotConfigured(t.to_string())) })
     }
     fn hypervisor<'a>(&'a self, _n: &'a str) -> BoxFuture<'a, Result<Arc<Session>, ConnectError>> {

@@ -432,7 +432,7 @@ struct TaskRun<'a> {
 /// What the connected target of a task holds for the task's duration.
 enum Held {
     Host(Arc<targets::HostLink>, Facts),
-    Kube(kube::Client),
+    Kube(crate::kube::KubeConn),
     Hypervisor(Arc<crate::virt::Session>),
 }
 
@@ -553,7 +553,7 @@ impl Shared {
                 },
                 Some(facts),
             ),
-            Held::Kube(client) => (Conn::Kube(client), None),
+            Held::Kube(conn) => (Conn::Kube(conn), None),
             Held::Hypervisor(session) => (Conn::Hypervisor(session), None),
         };
         let journal = match (&self.opts.state_dir, self.opts.check) {

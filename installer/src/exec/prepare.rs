@@ -23,6 +23,7 @@ use super::targets::{ConnectError, Connector, Target};
 use super::{ExecTask, RunSpec};
 use crate::data::DataDir;
 use crate::inventory::{Inventory, Machine, NodeView, Role};
+use crate::kube::KubeConn;
 use crate::plan::{Plan, Task};
 use crate::playbook::kinds::TaskData;
 use crate::playbook::kinds::vm::VmTask;
@@ -481,7 +482,7 @@ impl Connector for InventoryConnector {
         })
     }
 
-    fn kube<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<kube::Client, ConnectError>> {
+    fn kube<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<KubeConn, ConnectError>> {
         Box::pin(async move {
             let source = self.kube.get(target).ok_or_else(|| {
                 ConnectError::NotConfigured(match target {
@@ -489,7 +490,7 @@ impl Connector for InventoryConnector {
                     other => format!("no kubeconfig is known for {other}"),
                 })
             })?;
-            crate::kube::client_from_file(&source.kubeconfig, source.context.as_deref())
+            crate::kube::connect_file(&source.kubeconfig, source.context.as_deref())
                 .await
                 .map_err(|e| ConnectError::Kube {
                     target: target.to_string(),

@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::facts::{self, Facts, FactsError};
+use crate::kube::KubeConn;
 use crate::playbook::TargetKind;
 use crate::transport::{
     ExecOutput, ExecRequest, PutOutcome, PutRequest, Transport, TransportError,
@@ -104,7 +105,7 @@ pub trait Connector: Send + Sync {
     fn host<'a>(&'a self, node: &'a str)
     -> BoxFuture<'a, Result<Arc<dyn Transport>, ConnectError>>;
     /// Builds the API client of a cluster or federation target.
-    fn kube<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<kube::Client, ConnectError>>;
+    fn kube<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<KubeConn, ConnectError>>;
     /// Opens the session of hypervisor `name`.
     fn hypervisor<'a>(&'a self, name: &'a str)
     -> BoxFuture<'a, Result<Arc<Session>, ConnectError>>;
@@ -177,7 +178,7 @@ struct HostSlot {
 pub struct Targets {
     connector: Arc<dyn Connector>,
     hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
-    kubes: Mutex<HashMap<Target, Arc<OnceCell<kube::Client>>>>,
+    kubes: Mutex<HashMap<Target, Arc<OnceCell<KubeConn>>>>,
     hypervisors: Mutex<HashMap<String, Arc<OnceCell<Arc<Session>>>>>,
     /// Connections opened so far (for the summary, and tests).
     pub opened: AtomicUsize,
@@ -278,7 +279,7 @@ impl Targets {
     }
 
     /// The API client of a cluster or federation target.
-    pub async fn kube(&self, target: &Target) -> Result<kube::Client, ConnectError> {
+    pub async fn kube(&self, target: &Target) -> Result<KubeConn, ConnectError> {
         let cell = self
             .kubes
             .lock()

@@ -51,7 +51,10 @@ impl Connector for TestConnector {
             Ok(t as Arc<dyn Transport>)
         })
     }
-    fn kube<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<kube::Client, ConnectError>> {
+    fn kube<'a>(
+        &'a self,
+        t: &'a Target,
+    ) -> BoxFuture<'a, Result<crate::kube::KubeConn, ConnectError>> {
         Box::pin(async move { Err(ConnectError::NotConfigured(format!("no {t} here"))) })
     }
     fn hypervisor<'a>(

@@ -1,9 +1,10 @@
-//! Kubernetes API access for the cluster and federation targets: API clients
-//! built from kubeconfigs (kube-rs over rustls, the server verified against the
-//! kubeconfig's CA), and the errors of talking to an API server.
+//! Kubernetes API access for the cluster and federation targets: API
+//! connections built from kubeconfigs (kube-rs over rustls, the server
+//! verified against the kubeconfig's CA), and the errors of talking to an API
+//! server.
 //!
-//! A leaf beside transport: the executor builds clients here, step kinds use
-//! them. Nothing here shells out to kubectl.
+//! A leaf beside transport: the executor opens connections here, step kinds
+//! use them. Nothing here shells out to kubectl.
 
 use std::path::Path;
 
@@ -40,24 +41,50 @@ pub enum KubeError {
     Api(#[from] kube::Error),
 }
 
-/// An API client from the kubeconfig file at `path` (its current context, or `context`).
-pub async fn client_from_file(
-    path: &Path,
-    context: Option<&str>,
-) -> Result<kube::Client, KubeError> {
+/// A connected Kubernetes API: the client and what it was built from.
+#[derive(Clone)]
+pub struct KubeConn {
+    /// The client (TLS verified against the kubeconfig's CA).
+    pub client: kube::Client,
+    /// The API server URL, e.g. `https://127.0.0.1:6443`.
+    pub url: String,
+    /// The CA bundle (PEM) the server is verified against, when the kubeconfig has one.
+    pub ca_pem: Option<String>,
+    /// Where the kubeconfig came from (path and context), for messages.
+    pub source: String,
+}
+
+impl std::fmt::Debug for KubeConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeConn")
+            .field("url", &self.url)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An API connection from the kubeconfig file at `path` (its current context, or `context`).
+pub async fn connect_file(path: &Path, context: Option<&str>) -> Result<KubeConn, KubeError> {
     let text = std::fs::read_to_string(path).map_err(|source| KubeError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    client_from_yaml(&path.display().to_string(), &text, context).await
+    let origin = format!(
+        "{}{}",
+        path.display(),
+        context
+            .map(|c| format!(" (context {c})"))
+            .unwrap_or_default()
+    );
+    connect_yaml(&origin, &text, context).await
 }
 
-/// An API client from kubeconfig text; `origin` names it in errors.
-pub async fn client_from_yaml(
+/// An API connection from kubeconfig text; `origin` names it in errors.
+pub async fn connect_yaml(
     origin: &str,
     yaml: &str,
     context: Option<&str>,
-) -> Result<kube::Client, KubeError> {
+) -> Result<KubeConn, KubeError> {
     let config_err = |source| KubeError::Config {
         origin: origin.to_string(),
         context: context.map(str::to_string),
@@ -71,5 +98,34 @@ pub async fn client_from_yaml(
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(config_err)?;
-    kube::Client::try_from(config).map_err(KubeError::Client)
+    let url = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
+    let ca_pem = config.root_cert.as_ref().map(|certs| {
+        certs
+            .iter()
+            .map(|der| pem_block("CERTIFICATE", der))
+            .collect::<String>()
+    });
+    let client = kube::Client::try_from(config).map_err(KubeError::Client)?;
+    Ok(KubeConn {
+        client,
+        url,
+        ca_pem,
+        source: origin.to_string(),
+    })
+}
+
+/// DER bytes as one PEM block.
+fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = data_encoding::BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }

@@ -98,7 +98,7 @@ pub enum Conn<'a> {
         facts: &'a Facts,
     },
     /// A Kubernetes API: a site's cluster or the federation host.
-    Kube(&'a kube::Client),
+    Kube(&'a crate::kube::KubeConn),
     /// A libvirt hypervisor.
     Hypervisor(&'a crate::virt::Session),
 }
@@ -174,8 +174,8 @@ impl<'a> StepEnv<'a> {
         }
     }
 
-    /// The Kubernetes API client of a cluster or federation target.
-    pub fn kube(&self) -> Result<&'a kube::Client, StepError> {
+    /// The Kubernetes API of a cluster or federation target.
+    pub fn kube(&self) -> Result<&'a crate::kube::KubeConn, StepError> {
         match self.conn {
             Conn::Kube(c) => Ok(c),
             _ => Err(self.wrong_target(TargetKind::Cluster)),
