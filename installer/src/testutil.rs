@@ -118,6 +118,10 @@ impl Reach for NoReach {
         Box::pin(async { Err(StepError::Invalid("no node host in this test".into())) })
     }
 
+    fn site_cluster(&self) -> BoxFuture<'_, Result<crate::kube::KubeConn, StepError>> {
+        Box::pin(async { Err(StepError::Invalid("no cluster in this test".into())) })
+    }
+
     fn progress(&self, _message: &str) {}
 }
 

@@ -757,6 +757,7 @@ impl Shared {
             check: self.opts.check,
             diff: self.opts.diff,
             recreate: self.opts.recreate,
+            state_dir: self.opts.state_dir.as_deref().filter(|_| !self.opts.check),
             privileged: step.privileged,
             origin: format!("{} step '{}'", pb.source, step.name),
         }
@@ -1025,6 +1026,17 @@ impl Reach for TaskReach<'_> {
             self.shared
                 .targets
                 .reconnect_host(node)
+                .await
+                .map_err(|e| StepError::Invalid(crate::error::chain(&e)))
+        }
+        .boxed()
+    }
+
+    fn site_cluster(&self) -> BoxFuture<'_, Result<crate::kube::KubeConn, StepError>> {
+        async move {
+            self.shared
+                .targets
+                .kube(&Target::Cluster(self.task.site.clone()))
                 .await
                 .map_err(|e| StepError::Invalid(crate::error::chain(&e)))
         }

@@ -114,6 +114,11 @@ pub trait Reach: Send + Sync {
     /// use too (after a reboot, or when sshd restarted under it).
     fn reconnect_host(&self) -> BoxFuture<'_, Result<(), StepError>>;
 
+    /// The Kubernetes API of the task's site cluster (opened on first use, one
+    /// for the run), e.g. for a node's task to wait until its Node is Ready,
+    /// or to cordon and drain it before an upgrade.
+    fn site_cluster(&self) -> BoxFuture<'_, Result<crate::kube::KubeConn, StepError>>;
+
     /// Reports progress inside a long step (shown in its progress row and, with
     /// `-v`, as a line).
     fn progress(&self, message: &str);
@@ -151,6 +156,9 @@ pub struct StepEnv<'a> {
     pub diff: bool,
     /// Rebuild machines whose spec drifted.
     pub recreate: bool,
+    /// The inventory's state directory (kubeconfigs go to `kubeconfig/<site>.yaml`);
+    /// `None` in check mode and when the run keeps no state.
+    pub state_dir: Option<&'a std::path::Path>,
     /// Run as root.
     pub privileged: bool,
     /// Names the step in errors: `playbooks/os.yaml step 'hostname'`.
@@ -179,6 +187,15 @@ impl<'a> StepEnv<'a> {
         match self.conn {
             Conn::Kube(c) => Ok(c),
             _ => Err(self.wrong_target(TargetKind::Cluster)),
+        }
+    }
+
+    /// The Kubernetes API of the task's own cluster or federation target, or
+    /// else of its site's cluster (reached from a host task).
+    pub async fn cluster(&self) -> Result<crate::kube::KubeConn, StepError> {
+        match self.conn {
+            Conn::Kube(c) => Ok(c.clone()),
+            _ => self.reach.site_cluster().await,
         }
     }
 

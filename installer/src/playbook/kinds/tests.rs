@@ -75,6 +75,7 @@ impl Rig {
             check,
             diff: true,
             recreate: false,
+            state_dir: None,
             privileged: false,
             origin: "t.yaml step 's'".into(),
         };
@@ -557,6 +558,7 @@ async fn artifact_places_the_cached_file_once() {
         check: false,
         diff: false,
         recreate: false,
+        state_dir: None,
         privileged: false,
         origin: "t.yaml step 'k3s binary'".into(),
     };
