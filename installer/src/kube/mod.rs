@@ -1,12 +1,19 @@
 //! Kubernetes API access for the cluster and federation targets: API
 //! connections built from kubeconfigs (kube-rs over rustls, the server
 //! verified against the kubeconfig's CA), and the errors of talking to an API
-//! server.
+//! server. [`kubeconfig`] reads, rewrites and merges kubeconfig files;
+//! [`nodes`] waits for Nodes and cordons, drains, uncordons and deletes them;
+//! [`skew`] holds the (pure) version rules of an upgrade.
 //!
 //! A leaf beside transport: the executor opens connections here, step kinds
 //! use them. Nothing here shells out to kubectl.
 
+pub mod kubeconfig;
+pub mod nodes;
+pub mod skew;
+
 use std::path::Path;
+use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 
@@ -39,6 +46,16 @@ pub enum KubeError {
     /// An API call failed.
     #[error(transparent)]
     Api(#[from] kube::Error),
+    /// A wait through the API ran out of time.
+    #[error("{what} did not happen within {}s; last seen: {last}", after.as_secs())]
+    Wait {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        after: Duration,
+        /// What was seen last.
+        last: String,
+    },
 }
 
 /// A connected Kubernetes API: the client and what it was built from.
