@@ -143,6 +143,7 @@ fn main() {
                 secrets: BTreeMap::new(),
                 data: TaskData::None,
                 deps: Vec::new(),
+                group: None,
             })
             .collect(),
     }

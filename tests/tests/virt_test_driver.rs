@@ -421,6 +421,7 @@ async fn the_machine_layer_finds_defined_vms_reports_drift_and_down_removes_ever
                     keys: keys.clone(),
                 })),
                 deps: Vec::new(),
+                group: None,
             })
             .collect(),
     };

@@ -19,6 +19,18 @@
 //! tasks; secret ones are redacted from everything the run prints. Every
 //! step outcome is an [`events::Event`] and, unless in check mode, a
 //! [`journal`] record of its subject.
+//!
+//! A task may belong to a [`TaskGroup`] (prepare puts a site's k3s servers in
+//! one and its agents in another): a rolling change. Its members run as the
+//! DAG allows, but a step that takes a node out of service first takes one of
+//! the group's slots ([`Reach::rollout_slot`], at most `limit` at once, held
+//! until the task ends). Once a member fails, every later request for a slot
+//! fails, so the rollout stops at the first node that did not come back and
+//! leaves the rest untouched; a group `after` another waits for every member
+//! of that one to finish (servers before agents) and stops if any failed.
+//! Steps run in order; `flush_handlers` runs the handlers notified so far at
+//! that point (e.g. restart k3s, then wait for its Node), the rest run at the
+//! end of the playbook.
 
 pub mod events;
 pub mod journal;
@@ -43,6 +55,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::data::DataDir;
 use crate::facts::Facts;
+use crate::playbook::kinds::flow::FlushHandlersParams;
 use crate::playbook::kinds::{Conn, Prepared, Reach, StepEnv, StepError, StepReport, TaskData};
 use crate::playbook::{Playbook, Step, TargetKind};
 use crate::render::Renderer;
@@ -79,6 +92,20 @@ pub struct ExecTask {
     pub data: TaskData,
     /// Indices (in [`RunSpec::tasks`]) of the tasks that must succeed first.
     pub deps: Vec<usize>,
+    /// The rolling group the task belongs to, if any.
+    pub group: Option<TaskGroup>,
+}
+
+/// Tasks that roll a change through nodes together: at most `limit` of them
+/// out of service at once, and none after the first failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskGroup {
+    /// The group's name, e.g. `site/lab/k3s-agents`.
+    pub name: String,
+    /// Slots: members out of service at once (at least 1).
+    pub limit: usize,
+    /// A group every member of which must have finished before this one takes a slot.
+    pub after: Option<String>,
 }
 
 /// The tasks of a run, dependencies before dependants.
@@ -273,6 +300,16 @@ impl Executor {
             }
         }
         let subjects: HashSet<&str> = tasks.iter().map(|t| t.subject.as_str()).collect();
+        let mut groups: HashMap<String, GroupState> = HashMap::new();
+        for g in tasks.iter().filter_map(|t| t.group.as_ref()) {
+            let state = groups.entry(g.name.clone()).or_insert_with(|| GroupState {
+                slots: Arc::new(Semaphore::new(g.limit.max(1))),
+                remaining: Mutex::new(0),
+                failed: Mutex::new(None),
+                finished: Notify::new(),
+            });
+            *state.remaining.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        }
         let shared = Arc::new(Shared {
             renderer: self.renderer.clone(),
             data: self.data.clone(),
@@ -289,6 +326,7 @@ impl Executor {
                 .iter()
                 .map(|k| (*k, Semaphore::new(opts.parallel.max(1))))
                 .collect(),
+            groups,
             start,
         });
         shared.emit(Event::RunStarted {
@@ -321,6 +359,8 @@ impl Executor {
         use futures_util::StreamExt;
         while let Some((i, joined)) = running.next().await {
             // A task that panicked is a bug; it counts as failed so its dependants stop.
+            // (A task that ran counted itself in its group already.)
+            let joined_failed = joined.is_err();
             let summary = joined.unwrap_or_else(|e| {
                 TaskSummary::of(
                     &tasks[i],
@@ -328,6 +368,9 @@ impl Executor {
                 )
             });
             let succeeded = summary.outcome == TaskOutcome::Done;
+            if joined_failed {
+                shared.group_finished(&tasks[i], &summary.outcome);
+            }
             let reason = match &summary.outcome {
                 TaskOutcome::Done => String::new(),
                 TaskOutcome::Failed(_) => "which failed".to_string(),
@@ -355,7 +398,9 @@ impl Executor {
                     continue;
                 }
                 let why = format!("it needs {}, {why}", tasks[parent].key);
-                results[d] = Some(shared.not_started(&tasks[d], why));
+                let summary = shared.not_started(&tasks[d], why);
+                shared.group_finished(&tasks[d], &summary.outcome);
+                results[d] = Some(summary);
                 stack.extend(
                     dependents[d]
                         .iter()
@@ -413,7 +458,19 @@ struct Shared {
     subjects: usize,
     journals: Mutex<HashMap<String, Arc<Mutex<Journal>>>>,
     limits: HashMap<TargetKind, Semaphore>,
+    groups: HashMap<String, GroupState>,
     start: Instant,
+}
+
+/// A [`TaskGroup`] while the run goes.
+struct GroupState {
+    slots: Arc<Semaphore>,
+    /// Members not finished yet.
+    remaining: Mutex<usize>,
+    /// The first member that failed, and how.
+    failed: Mutex<Option<String>>,
+    /// Woken when a member finishes.
+    finished: Notify,
 }
 
 /// A task's state while its steps run.
@@ -441,6 +498,84 @@ impl Shared {
         self.sink.emit(&self.redactor.redact_event(event));
     }
 
+    /// A member of a group finished: count it, and stop the group if it did not succeed.
+    fn group_finished(&self, task: &ExecTask, outcome: &TaskOutcome) {
+        let Some(state) = task.group.as_ref().and_then(|g| self.groups.get(&g.name)) else {
+            return;
+        };
+        if *outcome != TaskOutcome::Done {
+            let how = match outcome {
+                TaskOutcome::Failed(e) => format!("{} failed: {e}", task.key),
+                TaskOutcome::Interrupted => format!("{} was interrupted", task.key),
+                TaskOutcome::NotStarted(why) => format!("{} did not start ({why})", task.key),
+                TaskOutcome::Done => String::new(),
+            };
+            state
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(how);
+        }
+        let mut remaining = state.remaining.lock().unwrap_or_else(|p| p.into_inner());
+        *remaining = remaining.saturating_sub(1);
+        drop(remaining);
+        state.finished.notify_waiters();
+    }
+
+    /// Takes a slot of `task`'s group: waits for the group it comes after to
+    /// finish, then for a free slot; fails once either group has a failure.
+    async fn group_slot(
+        &self,
+        task: &ExecTask,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, StepError> {
+        let Some(group) = &task.group else {
+            return Ok(None);
+        };
+        let stopped = |why: &str| {
+            StepError::Invalid(format!(
+                "{} was left untouched: the rollout of {} stopped because {why}",
+                task.subject, group.name
+            ))
+        };
+        let failed = |state: &GroupState| {
+            state
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        if let Some(before) = group.after.as_ref().and_then(|a| self.groups.get(a)) {
+            loop {
+                let notified = before.finished.notified();
+                if *before.remaining.lock().unwrap_or_else(|p| p.into_inner()) == 0 {
+                    break;
+                }
+                tokio::select! {
+                    () = notified => {}
+                    () = self.cancel.aborted() => return Err(StepError::Invalid("interrupted".into())),
+                }
+            }
+            if let Some(why) = failed(before) {
+                return Err(stopped(&why));
+            }
+        }
+        let Some(state) = self.groups.get(&group.name) else {
+            return Ok(None);
+        };
+        if let Some(why) = failed(state) {
+            return Err(stopped(&why));
+        }
+        let permit = tokio::select! {
+            p = state.slots.clone().acquire_owned() => p.map_err(|_| stopped("the run is shutting down"))?,
+            () = self.cancel.aborted() => return Err(StepError::Invalid("interrupted".into())),
+        };
+        // A member may have failed while this one waited for its slot.
+        if let Some(why) = failed(state) {
+            return Err(stopped(&why));
+        }
+        Ok(Some(permit))
+    }
+
     fn not_started(&self, task: &ExecTask, why: String) -> TaskSummary {
         self.emit(Event::TaskNotStarted {
             task: task.key.clone(),
@@ -457,14 +592,19 @@ impl Shared {
     }
 
     async fn run_task(&self, task: &ExecTask) -> TaskSummary {
-        let summary = self.run_task_inner(task).await;
+        let slot = Mutex::new(None);
+        let summary = self.run_task_inner(task, &slot).await;
+        // The group learns how the task ended before its slot is free again,
+        // so a waiting member never takes the slot of a failed one unaware.
+        self.group_finished(task, &summary.outcome);
+        drop(slot);
         if let Some(node) = host_user(task) {
             self.targets.release_host(node).await;
         }
         summary
     }
 
-    async fn run_task_inner(&self, task: &ExecTask) -> TaskSummary {
+    async fn run_task_inner(&self, task: &ExecTask, slot: &GroupSlot) -> TaskSummary {
         let Some(limit) = self.limits.get(&task.target.kind()) else {
             return self.not_started(task, "no limit for its target kind".into());
         };
@@ -493,7 +633,7 @@ impl Shared {
         let mut summary = TaskSummary::of(task, TaskOutcome::Done);
         summary.started = self.start.elapsed();
         let t0 = Instant::now();
-        let outcome = match self.execute(task, &mut summary).await {
+        let outcome = match self.execute(task, &mut summary, slot).await {
             Ok(o) => o,
             Err(e) => TaskOutcome::Failed(self.redactor.redact(&crate::error::chain(&e))),
         };
@@ -529,6 +669,7 @@ impl Shared {
         &self,
         task: &ExecTask,
         summary: &mut TaskSummary,
+        slot: &GroupSlot,
     ) -> Result<TaskOutcome, TaskError> {
         let held = match &task.target {
             Target::Host(node) => {
@@ -564,6 +705,7 @@ impl Shared {
             shared: self,
             task,
             step: Mutex::new(String::new()),
+            slot,
         };
         let mut run = TaskRun {
             task,
@@ -627,6 +769,15 @@ impl Shared {
                 .get_mut(i)
                 .and_then(Option::take)
                 .map(|(prepared, in_state)| (prepared, in_state && !dirty));
+            if step.kind.as_any().is::<FlushHandlersParams>()
+                && step.selected(&self.opts.tags, &self.opts.skip_tags)
+            {
+                let now = std::mem::take(&mut notified);
+                dirty |= !now.is_empty();
+                if self.run_handlers(run, &pb, &now).await? == TaskOutcome::Interrupted {
+                    return Ok(TaskOutcome::Interrupted);
+                }
+            }
             let changed = self.run_step(run, &pb, step, false, pre).await?;
             dirty |= changed;
             if changed {
@@ -644,11 +795,21 @@ impl Shared {
                 }
             }
         }
+        self.run_handlers(run, &pb, &notified).await
+    }
+
+    /// Runs the handlers named in `notified`, in the playbook's order of handlers.
+    async fn run_handlers(
+        &self,
+        run: &mut TaskRun<'_>,
+        pb: &Playbook,
+        notified: &[String],
+    ) -> Result<TaskOutcome, TaskError> {
         for handler in pb.handlers.iter().filter(|h| notified.contains(&h.name)) {
             if self.cancel.is_stopped() {
                 return Ok(TaskOutcome::Interrupted);
             }
-            self.run_step(run, &pb, handler, true, None).await?;
+            self.run_step(run, pb, handler, true, None).await?;
             self.record(
                 run,
                 Record::Handled {
@@ -987,12 +1148,17 @@ enum StepFailure {
     Interrupted,
 }
 
-/// The [`Reach`] of one task: its node's connection, and progress events.
+/// The [`Reach`] of one task: its node's connection, its group slot, and progress events.
 struct TaskReach<'a> {
     shared: &'a Shared,
     task: &'a ExecTask,
     step: Mutex<String>,
+    /// The group slot the task holds until it ends.
+    slot: &'a GroupSlot,
 }
+
+/// Where a task keeps the slot of its group it took (until it ends).
+type GroupSlot = Mutex<Option<tokio::sync::OwnedSemaphorePermit>>;
 
 impl TaskReach<'_> {
     fn node(&self) -> Result<&str, StepError> {
@@ -1039,6 +1205,23 @@ impl Reach for TaskReach<'_> {
                 .kube(&Target::Cluster(self.task.site.clone()))
                 .await
                 .map_err(|e| StepError::Invalid(crate::error::chain(&e)))
+        }
+        .boxed()
+    }
+
+    fn rollout_slot(&self) -> BoxFuture<'_, Result<(), StepError>> {
+        async move {
+            if self
+                .slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+            {
+                return Ok(());
+            }
+            let permit = self.shared.group_slot(self.task).await?;
+            *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = permit;
+            Ok(())
         }
         .boxed()
     }

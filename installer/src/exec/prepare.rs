@@ -153,6 +153,7 @@ pub fn prepare(
                     secrets: secrets(view)?,
                     data: TaskData::None,
                     deps: Vec::new(),
+                    group: None,
                 });
             }
         }
@@ -218,6 +219,7 @@ pub fn prepare(
                     secrets,
                     data,
                     deps,
+                    group: None,
                 });
             }
         }

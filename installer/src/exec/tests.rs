@@ -133,6 +133,7 @@ impl Rig {
             secrets: BTreeMap::new(),
             data: TaskData::None,
             deps: Vec::new(),
+            group: None,
         }
     }
 
@@ -690,6 +691,7 @@ async fn the_os_playbook_in_check_mode_on_this_machine_fails_nothing_and_changes
         secrets: BTreeMap::new(),
         data: TaskData::None,
         deps: Vec::new(),
+        group: None,
     };
     let opts = RunOptions {
         check: true,
@@ -848,4 +850,186 @@ async fn an_undefined_output_is_an_error_naming_it() {
         e.contains("outputs[\"n1/k3s\"]") || e.contains("n1/k3s"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn flush_handlers_runs_notified_handlers_at_its_place_and_only_once() {
+    let rig = Rig::new();
+    let pb = r#"
+name: flush
+steps:
+  - name: config
+    copy: { content: "a=1\n", dest: "{{ root }}/app.conf" }
+    notify: restart app
+  - name: flush
+    flush_handlers: {}
+  - name: after the restart
+    command: { cmd: "echo after >> {{ root }}/log" }
+handlers:
+  - name: restart app
+    command: { cmd: "echo restart >> {{ root }}/log" }
+"#;
+    let s = rig.run(rig.spec(&[("n1", pb)]), &rig.opts()).await;
+    assert_eq!(s.exit_code(), 0);
+    // The handler ran before the step after the flush, and not again at the end.
+    assert_eq!(read(rig.root("n1").join("log")), "restart\nafter\n");
+    // Nothing changed: the handler is not notified, so nothing restarts.
+    let s = rig.run(rig.spec(&[("n1", pb)]), &rig.forced()).await;
+    assert_eq!(s.exit_code(), 0);
+    assert_eq!(read(rig.root("n1").join("log")), "restart\nafter\nafter\n");
+}
+
+/// A task in group `group` whose steps are `steps` (YAML), on its own host.
+fn grouped(
+    rig: &Rig,
+    name: &str,
+    steps: &str,
+    group: &str,
+    limit: usize,
+    after: Option<&str>,
+) -> ExecTask {
+    let mut t = rig.task(name, "k3s", &format!("name: roll\nsteps:\n{steps}"));
+    t.group = Some(TaskGroup {
+        name: group.into(),
+        limit,
+        after: after.map(str::to_string),
+    });
+    t
+}
+
+/// Takes the group slot (cordon, in check mode it touches no cluster), then
+/// proves that no other member holds one: the lock directory is its own.
+const HOLD_SLOT: &str = r#"  - name: cordon
+    node_cordon: { name: "{{ node.name }}" }
+  - name: alone
+    probe: { cmd: "mkdir {{ root }}/../slot && sleep 0.2 && rmdir {{ root }}/../slot" }
+"#;
+
+#[tokio::test]
+async fn a_group_lets_limit_members_out_of_service_at_once() {
+    let rig = Rig::new();
+    let tasks = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| grouped(&rig, n, HOLD_SLOT, "site/s/agents", 1, None))
+        .collect();
+    let opts = RunOptions {
+        check: true,
+        ..rig.opts()
+    };
+    let s = rig.run(RunSpec { tasks }, &opts).await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+}
+
+#[tokio::test]
+async fn a_group_stops_at_its_first_failure_and_leaves_the_rest_untouched() {
+    let rig = Rig::new();
+    let has_slot = rig.dir.path().join("n1-has-slot");
+    let flag = rig.dir.path().join("n2-queued");
+    // n1 takes the slot, waits until n2 comes for one, then fails; n2 must
+    // then refuse to go on, without touching its node.
+    let n1 = grouped(
+        &rig,
+        "n1",
+        &format!(
+            "  - name: cordon\n    node_cordon: {{ name: n1 }}\n  - name: holds it\n    \
+             probe: {{ cmd: \"touch {h}\" }}\n  - name: does not come back\n    \
+             probe: {{ cmd: \"while [ ! -e {f} ]; do sleep 0.05; done; exit 3\" }}\n",
+            h = has_slot.display(),
+            f = flag.display()
+        ),
+        "site/s/servers",
+        1,
+        None,
+    );
+    let n2 = grouped(
+        &rig,
+        "n2",
+        &format!(
+            "  - name: queue\n    probe: {{ cmd: \"while [ ! -e {h} ]; do sleep 0.05; done; touch {f}\" }}\n  \
+             - name: cordon\n    node_cordon: {{ name: n2 }}\n  - name: upgrade\n    \
+             probe: {{ cmd: \"touch {{{{ root }}}}/upgraded\" }}\n",
+            h = has_slot.display(),
+            f = flag.display()
+        ),
+        "site/s/servers",
+        1,
+        None,
+    );
+    // An agent group after the servers: it stops too, before its slot.
+    let a1 = grouped(
+        &rig,
+        "a1",
+        "  - name: cordon\n    node_cordon: { name: a1 }\n  - name: upgrade\n    probe: { cmd: \"touch {{ root }}/upgraded\" }\n",
+        "site/s/agents",
+        1,
+        Some("site/s/servers"),
+    );
+    let opts = RunOptions {
+        check: true,
+        ..rig.opts()
+    };
+    let s = rig
+        .run(
+            RunSpec {
+                tasks: vec![n1, n2, a1],
+            },
+            &opts,
+        )
+        .await;
+    let outcome = |i: usize| match &s.tasks[i].outcome {
+        TaskOutcome::Failed(e) => e.clone(),
+        other => panic!("task {i}: {other:?}"),
+    };
+    assert!(
+        outcome(0).contains("exited with status 3"),
+        "{}",
+        outcome(0)
+    );
+    let n2_err = outcome(1);
+    assert!(
+        n2_err.contains(
+            "n2 was left untouched: the rollout of site/s/servers stopped because n1/k3s failed"
+        ),
+        "{n2_err}"
+    );
+    let a1_err = outcome(2);
+    assert!(
+        a1_err.contains(
+            "a1 was left untouched: the rollout of site/s/agents stopped because n1/k3s failed"
+        ),
+        "{a1_err}"
+    );
+    assert!(!rig.root("n2").join("upgraded").exists());
+    assert!(!rig.root("a1").join("upgraded").exists());
+}
+
+#[tokio::test]
+async fn a_group_after_another_waits_for_all_of_it() {
+    let rig = Rig::new();
+    let log = rig.dir.path().join("order");
+    let step = |what: &str| {
+        format!(
+            "  - name: cordon\n    node_cordon: {{ name: x }}\n  - name: log\n    probe: {{ cmd: \"echo {what} >> {l}\" }}\n",
+            l = log.display()
+        )
+    };
+    // The agent is listed first and has no dependency: only the group order holds it.
+    let a1 = grouped(&rig, "a1", &step("agent"), "g/agents", 5, Some("g/servers"));
+    let s1 = grouped(&rig, "s1", &step("server-1"), "g/servers", 1, None);
+    let mut s2 = grouped(&rig, "s2", &step("server-2"), "g/servers", 1, None);
+    s2.deps = vec![1];
+    let opts = RunOptions {
+        check: true,
+        ..rig.opts()
+    };
+    let s = rig
+        .run(
+            RunSpec {
+                tasks: vec![a1, s1, s2],
+            },
+            &opts,
+        )
+        .await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+    assert_eq!(read(log), "server-1\nserver-2\nagent\n");
 }

@@ -13,11 +13,18 @@
 //! then [`Prepared::apply`] does the work on the target.
 //!
 //! Families: [`place`] (template, copy), [`artifact`], [`system`] (the
-//! shell-backed kinds: command, script, file, lineinfile, package, service,
-//! sysctl, kernel_module, user, hostname), [`wait`] (wait_for, reboot,
-//! wait_cloud_init), [`output`] (secret), [`vm`] (the libvirt machine layer).
+//! shell-backed kinds: command, probe, script, file, lineinfile, package,
+//! service, sysctl, kernel_module, user, hostname), [`wait`] (wait_for,
+//! reboot, wait_cloud_init), [`output`] (secret), [`flow`]
+//! (flush_handlers), [`kube`] (Nodes through the Kubernetes API: wait,
+//! cordon, drain, uncordon, delete, the upgrade's version skew), [`k3s`]
+//! (the kubeconfig fetched from a server, registry TLS files), [`vm`] (the
+//! libvirt machine layer).
 
 pub mod artifact;
+pub mod flow;
+pub mod k3s;
+pub mod kube;
 pub mod output;
 pub mod place;
 pub mod system;
@@ -118,6 +125,14 @@ pub trait Reach: Send + Sync {
     /// for the run), e.g. for a node's task to wait until its Node is Ready,
     /// or to cordon and drain it before an upgrade.
     fn site_cluster(&self) -> BoxFuture<'_, Result<crate::kube::KubeConn, StepError>>;
+
+    /// Takes one slot of the task's rolling group before the step takes its
+    /// node out of service (cordon): waits for a free slot, and fails when the
+    /// rollout stopped at an earlier failure. Held until the task ends; a task
+    /// in no group always gets one at once.
+    fn rollout_slot(&self) -> BoxFuture<'_, Result<(), StepError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Reports progress inside a long step (shown in its progress row and, with
     /// `-v`, as a line).
@@ -394,6 +409,7 @@ macro_rules! kinds {
 
 kinds!(
     system::CommandParams,
+    system::ProbeParams,
     system::ScriptParams,
     place::TemplateParams,
     place::CopyParams,
@@ -410,6 +426,16 @@ kinds!(
     wait::CloudInitParams,
     artifact::ArtifactParams,
     output::SecretParams,
+    flow::FlushHandlersParams,
+    kube::NodeReadyParams,
+    kube::NodesReadyParams,
+    kube::NodeCordonParams,
+    kube::NodeDrainParams,
+    kube::NodeUncordonParams,
+    kube::NodeDeleteParams,
+    kube::VersionSkewParams,
+    k3s::KubeconfigFetchParams,
+    k3s::RegistryTlsParams,
     vm::VmImageParams,
     vm::VmDefineParams,
     vm::VmBootParams,

@@ -34,6 +34,15 @@ pub struct CommandParams {
     pub chdir: Option<String>,
 }
 
+/// Parameters of `probe`: a read-only command run for its output (to
+/// `register` or `publish`), never a change; a failing command fails the step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeParams {
+    /// The command line, run by `sh -c`; it must not change the host.
+    pub cmd: String,
+}
+
 /// Parameters of `script`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +167,10 @@ pub struct ServiceParams {
     /// Run `systemctl daemon-reload` first.
     #[serde(default)]
     pub daemon_reload: bool,
+    /// Seconds `systemctl start|restart` may take (a `Type=notify` unit
+    /// blocks until it reports ready); unlimited when absent.
+    #[serde(default)]
+    pub timeout: Option<u64>,
 }
 
 /// Parameters of `sysctl`.
@@ -244,6 +257,25 @@ impl Params for CommandParams {
             quote(&cmd)
         );
         env.run_framed(&guarded(&guards, &run), None, None).await
+    }
+}
+
+impl Params for ProbeParams {
+    const KEY: &'static str = "probe";
+    // A query of the host: never skipped by the journal.
+    const JOURNALED: bool = false;
+
+    async fn apply<'a>(
+        &'a self,
+        _: Option<&'a Content>,
+        env: &'a StepEnv<'a>,
+    ) -> Result<StepReport, StepError> {
+        // Through `eval` in a subshell, like `command`: its text never shows in a process list.
+        let body = format!(
+            "ef_cmd={}\n( eval \"$ef_cmd\" ) || exit $?",
+            quote(&self.cmd)
+        );
+        env.run_framed(&body, None, None).await
     }
 }
 
@@ -662,6 +694,15 @@ fn service_body(p: &ServiceParams) -> Result<String, StepError> {
         c.is_ascii_alphanumeric() || "@._:-".contains(c)
     })?;
     let mut s = format!("s={}\n", quote(&p.name));
+    // systemctl start|restart, bounded by `timeout` when given.
+    match p.timeout {
+        Some(secs) => s.push_str(&format!(
+            "ef_svc() {{ timeout {secs} systemctl \"$@\"; rc=$?; if [ $rc = 124 ]; then \
+             echo \"systemctl $* did not return within {secs} s: the unit has not reported ready \
+             (journalctl -u $s)\" >&2; fi; return $rc; }}\n"
+        )),
+        None => s.push_str("ef_svc() { systemctl \"$@\"; }\n"),
+    }
     if p.daemon_reload {
         s.push_str("[ \"$ef_check\" = 1 ] || systemctl daemon-reload\n");
     }
@@ -672,12 +713,12 @@ fn service_body(p: &ServiceParams) -> Result<String, StepError> {
     }
     match p.state {
         Some(ServiceState::Started) => {
-            s.push_str("systemctl is-active --quiet \"$s\" || ef_do systemctl start \"$s\"\n")
+            s.push_str("systemctl is-active --quiet \"$s\" || ef_do ef_svc start \"$s\"\n")
         }
         Some(ServiceState::Stopped) => s.push_str(
             "if systemctl is-active --quiet \"$s\"; then ef_do systemctl stop \"$s\"; fi\n",
         ),
-        Some(ServiceState::Restarted) => s.push_str("ef_do systemctl restart \"$s\"\n"),
+        Some(ServiceState::Restarted) => s.push_str("ef_do ef_svc restart \"$s\"\n"),
         Some(ServiceState::Reloaded) => s.push_str("ef_do systemctl reload-or-restart \"$s\"\n"),
         None => {}
     }
