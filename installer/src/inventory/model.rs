@@ -201,13 +201,102 @@ pub struct K3sSettings {
     /// Registry mirrors, by registry host (`docker.io`) to mirror endpoint URLs.
     #[serde(default)]
     pub registry_mirrors: Option<BTreeMap<String, Vec<Sp<String>>>>,
-    /// The cluster join token, by reference (generated and kept in the state
-    /// directory when absent).
+    /// The cluster's server token, by reference (generated and kept in the
+    /// state directory when absent).
     #[serde(default)]
     pub token: Option<SecretRef>,
+    /// The agent token (agents join with it, servers cannot), by reference
+    /// (generated and kept in the state directory when absent).
+    #[serde(default)]
+    pub agent_token: Option<SecretRef>,
+    /// The address k3s uses for this node (`node-ip`); default the VM's
+    /// `machine.clusterAddress`, else what k3s finds.
+    #[serde(default)]
+    pub node_ip: Option<Sp<String>>,
+    /// The node's external address (`node-external-ip`).
+    #[serde(default)]
+    pub node_external_ip: Option<Sp<String>>,
+    /// The interface flannel uses (`flannel-iface`); default the VM's cluster
+    /// NIC when it has a `machine.clusterAddress`.
+    #[serde(default)]
+    pub flannel_iface: Option<Sp<String>>,
+    /// `vxlan` (k3s's default), `host-gw`, `wireguard-native` or `none`.
+    #[serde(default)]
+    pub flannel_backend: Option<Sp<String>>,
+    /// The cluster DNS service address (`cluster-dns`), inside `serviceCidr`.
+    #[serde(default)]
+    pub cluster_dns: Option<Sp<String>>,
+    /// Packaged components k3s does not deploy (`disable`): `traefik`,
+    /// `servicelb`, `local-storage`, `metrics-server`, `coredns`.
+    #[serde(default)]
+    pub disable: Option<Vec<Sp<String>>>,
+    /// Run k3s's embedded registry mirror (Spegel) (`embedded-registry`).
+    #[serde(default)]
+    pub embedded_registry: Option<bool>,
+    /// Mode of `/etc/rancher/k3s/k3s.yaml` (`write-kubeconfig-mode`, default `0600`).
+    #[serde(default)]
+    pub write_kubeconfig_mode: Option<Sp<String>>,
+    /// Taints the node registers with (`node-taint`), e.g. `dedicated=edge:NoSchedule`.
+    #[serde(default)]
+    pub node_taints: Option<Vec<Sp<String>>>,
+    /// Place k3s's air-gap images tarball on the node (default true).
+    #[serde(default)]
+    pub airgap_images: Option<bool>,
+    /// Image name rewrites per registry (`registries.yaml` `rewrite`): regex → replacement.
+    #[serde(default)]
+    pub registry_rewrites: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    /// Credentials and TLS per registry host (`registries.yaml` `configs`).
+    #[serde(default)]
+    pub registry_configs: Option<BTreeMap<String, RegistryConfig>>,
+    /// Proxies for k3s and containerd (the only values in its environment file).
+    #[serde(default)]
+    pub proxy: Option<ProxySettings>,
     /// Extra keys written verbatim into k3s's config.yaml.
     #[serde(default)]
     pub extra_config: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// How k3s's containerd talks to one registry (or mirror endpoint host).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryConfig {
+    /// User name for basic authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for basic authentication, by reference.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// A bearer token instead of user and password, by reference.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// CA bundle that signs the registry's certificate (a file on this
+    /// machine, copied to the nodes); resolved like `identityFile`.
+    #[serde(default)]
+    pub ca_file: Option<Sp<PathBuf>>,
+    /// Client certificate for mutual TLS (a file on this machine, copied to the nodes).
+    #[serde(default)]
+    pub cert_file: Option<Sp<PathBuf>>,
+    /// The client certificate's private key, by reference.
+    #[serde(default)]
+    pub key: Option<SecretRef>,
+    /// Do not verify the registry's certificate.
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// Proxies in k3s's environment file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProxySettings {
+    /// `HTTP_PROXY`.
+    #[serde(default)]
+    pub http_proxy: Option<String>,
+    /// `HTTPS_PROXY`.
+    #[serde(default)]
+    pub https_proxy: Option<String>,
+    /// `NO_PROXY` (k3s adds its cluster and service networks itself).
+    #[serde(default)]
+    pub no_proxy: Option<String>,
 }
 
 /// A libvirt host that runs VM nodes.
@@ -228,6 +317,21 @@ pub struct Hypervisor {
     /// How VMs are networked.
     #[serde(default)]
     pub network: VmNetwork,
+    /// An isolated libvirt network (no address on this host, no forwarding)
+    /// for traffic between the VMs (k3s, flannel); each VM gets a second NIC
+    /// on it with its `machine.clusterAddress`.
+    #[serde(default)]
+    pub cluster_network: Option<ClusterNetwork>,
+}
+
+/// The isolated network between a hypervisor's VMs.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterNetwork {
+    /// libvirt network name (created when missing).
+    pub name: Sp<String>,
+    /// The network, e.g. `10.77.0.0/24`; VM addresses must lie in it.
+    pub cidr: Sp<String>,
 }
 
 /// How VMs on a hypervisor reach and are reached.
@@ -342,6 +446,12 @@ pub struct Cluster {
     /// Context in that kubeconfig (default: its current context).
     #[serde(default)]
     pub context: Option<String>,
+    /// The API server URL the fetched kubeconfig points at: the address the
+    /// operator reaches (default the first server's `machine.apiForwardPort`
+    /// on its address, else `https://<first server address>:6443`). Its host
+    /// must be covered by the servers' `tlsSan`.
+    #[serde(default)]
+    pub api_server: Option<Sp<String>>,
 }
 
 /// A machine in a site.
@@ -408,6 +518,15 @@ pub enum Machine {
         #[serde(default)]
         #[schemars(range(min = 1))]
         ssh_forward_port: Option<u16>,
+        /// The VM's static address on its hypervisor's `clusterNetwork`
+        /// (its second NIC; k3s's `node-ip` unless `k3s.nodeIp` says otherwise).
+        #[serde(default)]
+        cluster_address: Option<Sp<String>>,
+        /// With `network.mode: user`, a loopback port on the hypervisor
+        /// forwarded to the VM's API server port 6443 (for the kubeconfig).
+        #[serde(default)]
+        #[schemars(range(min = 1))]
+        api_forward_port: Option<u16>,
     },
     /// Bare metal powered and booted through a Redfish BMC.
     Redfish {

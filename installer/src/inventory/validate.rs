@@ -2,7 +2,13 @@
 //! references that resolve, jump hosts without cycles, quorum, addresses,
 //! networks, URLs, files that must exist, the formats of names and host-key
 //! fingerprints (the schema carries those as `pattern`s for editors; the walk
-//! leaves them to the messages here). Number ranges are the schema's.
+//! leaves them to the messages here). Number ranges are the schema's. For
+//! k3s: the values k3s takes (IPs, flannel backends, components to disable,
+//! taints), the values a cluster's servers must agree on (cluster-cidr,
+//! service-cidr, cluster-dns, disable, flannel-backend, embedded-registry),
+//! `extraConfig` keys that edgeforge writes itself, VM cluster addresses
+//! inside their network, and the kubeconfig's API address covered by the
+//! servers' `tlsSan`.
 //!
 //! The checks walk the spanned YAML tree, not the typed model, so they run
 //! even when the structural check found errors elsewhere: a user fixing a
@@ -31,6 +37,7 @@ pub(crate) fn check_meaning(root: &Node, base_dir: &Path, diags: &mut Diagnostic
         node_names: HashMap::new(),
         endpoints: HashMap::new(),
         forward_ports: HashMap::new(),
+        cluster_addresses: HashMap::new(),
     };
     c.api_version(root);
     c.hypervisors(root.get("hypervisors"));
@@ -45,6 +52,10 @@ pub(crate) fn check_meaning(root: &Node, base_dir: &Path, diags: &mut Diagnostic
         .get("defaults")
         .and_then(|d| d.get("ssh"))
         .unwrap_or(&empty);
+    let inventory_k3s = root
+        .get("defaults")
+        .and_then(|d| d.get("k3s"))
+        .unwrap_or(&empty);
     let mut site_names: HashMap<String, (u32, u32)> = HashMap::new();
     for site in root.get("sites").map(Node::items).unwrap_or(&[]) {
         if let Some(name) = site.get("name")
@@ -53,9 +64,58 @@ pub(crate) fn check_meaning(root: &Node, base_dir: &Path, diags: &mut Diagnostic
             c.dns_label(name, "Site name");
             c.unique(&mut site_names, text, name, "site");
         }
-        c.site(site, inventory_ssh);
+        c.site(site, inventory_ssh, inventory_k3s);
     }
 }
+
+/// k3s settings every server of a cluster must have the same value for
+/// (inventory field, k3s flag).
+const CRITICAL_K3S: [(&str, &str); 6] = [
+    ("clusterCidr", "cluster-cidr"),
+    ("serviceCidr", "service-cidr"),
+    ("clusterDns", "cluster-dns"),
+    ("disable", "disable"),
+    ("flannelBackend", "flannel-backend"),
+    ("embeddedRegistry", "embedded-registry"),
+];
+
+/// config.yaml keys edgeforge writes itself (from its own fields or the
+/// cluster's shape), which `extraConfig` must not set: inventory field or
+/// `None` when edgeforge derives the value.
+const MANAGED_K3S_KEYS: [(&str, Option<&str>); 20] = [
+    ("token", Some("token")),
+    ("token-file", Some("token")),
+    ("agent-token", Some("agentToken")),
+    ("agent-token-file", Some("agentToken")),
+    ("server", None),
+    ("cluster-init", None),
+    ("node-name", None),
+    ("node-label", None),
+    ("node-ip", Some("nodeIp")),
+    ("node-external-ip", Some("nodeExternalIp")),
+    ("node-taint", Some("nodeTaints")),
+    ("tls-san", Some("tlsSan")),
+    ("cluster-cidr", Some("clusterCidr")),
+    ("service-cidr", Some("serviceCidr")),
+    ("cluster-dns", Some("clusterDns")),
+    ("disable", Some("disable")),
+    ("flannel-backend", Some("flannelBackend")),
+    ("flannel-iface", Some("flannelIface")),
+    ("embedded-registry", Some("embeddedRegistry")),
+    ("write-kubeconfig-mode", Some("writeKubeconfigMode")),
+];
+
+/// What `disable` accepts.
+const K3S_COMPONENTS: [&str; 5] = [
+    "coredns",
+    "servicelb",
+    "traefik",
+    "local-storage",
+    "metrics-server",
+];
+
+/// What `flannelBackend` accepts.
+const FLANNEL_BACKENDS: [&str; 4] = ["vxlan", "host-gw", "wireguard-native", "none"];
 
 /// A `jump` entry: the jump host it names and where.
 type JumpRef = (String, (u32, u32));
@@ -64,6 +124,8 @@ type JumpRef = (String, (u32, u32));
 struct HypervisorInfo {
     /// VMs on it use user-mode networking (the default).
     user_mode: bool,
+    /// Its isolated cluster network, when it has a valid one.
+    cluster_cidr: Option<IpNet>,
     /// Its URI names no host: it is this machine.
     local: bool,
 }
@@ -79,6 +141,8 @@ struct Checker<'a> {
     endpoints: HashMap<(Vec<String>, String, u16), (String, u32)>,
     /// (hypervisor, forwarded port) → line of the first node using it.
     forward_ports: HashMap<(String, i128), u32>,
+    /// (hypervisor, cluster address) → line of the first node using it.
+    cluster_addresses: HashMap<(String, IpAddr), u32>,
 }
 
 impl Checker<'_> {
@@ -116,10 +180,25 @@ impl Checker<'_> {
             if let Some(cidr) = network.and_then(|n| n.get("cidr")) {
                 self.cidr(cidr, "The NAT network `cidr`");
             }
+            let cluster = hv.get("clusterNetwork");
+            if let Some(name) = cluster.and_then(|c| c.get("name"))
+                && let Some(text) = name.as_str()
+                && !is_libvirt_name(text)
+            {
+                self.diags.error(
+                    name.at(),
+                    format!("The cluster network name `{text}` is not a libvirt network name."),
+                    "Use letters, digits, `-`, `_` and `.` (e.g. `ef-lab`).",
+                );
+            }
+            let cluster_cidr = cluster
+                .and_then(|c| c.get("cidr"))
+                .and_then(|c| self.cidr(c, "The cluster network `cidr`"));
             self.hypervisors.insert(
                 name.to_owned(),
                 HypervisorInfo {
                     user_mode: matches!(mode, None | Some("user")),
+                    cluster_cidr,
                     local: hv
                         .get("uri")
                         .and_then(Node::as_str)
@@ -239,7 +318,7 @@ impl Checker<'_> {
         }
     }
 
-    fn site(&mut self, site: &Node, inventory_ssh: &Node) {
+    fn site(&mut self, site: &Node, inventory_ssh: &Node, inventory_k3s: &Node) {
         let site_name = site
             .get("name")
             .and_then(Node::as_str)
@@ -274,6 +353,16 @@ impl Checker<'_> {
                 servers += 1;
             }
             self.node(node, &[site_ssh, inventory_ssh]);
+        }
+        let site_k3s = site_defaults.and_then(|d| d.get("k3s")).unwrap_or(&empty);
+        let server_nodes: Vec<&Node> = nodes
+            .items()
+            .iter()
+            .filter(|n| n.get("role").and_then(Node::as_str) == Some("server"))
+            .collect();
+        self.servers_agree(&site_name, &server_nodes, &[site_k3s, inventory_k3s]);
+        if let Some(first) = server_nodes.first() {
+            self.api_covered(site, first, &server_nodes, &[site_k3s, inventory_k3s]);
         }
         if servers == 0 {
             self.diags.error(
@@ -403,6 +492,11 @@ impl Checker<'_> {
                 };
                 let user_mode = info.user_mode;
                 let local = info.local;
+                let cluster_cidr = info.cluster_cidr;
+                self.cluster_address(machine, node_name, hv_name, cluster_cidr);
+                if let Some(api) = machine.get("apiForwardPort") {
+                    self.api_forward_port(api, hv_name, user_mode);
+                }
                 match (user_mode, forward) {
                     (true, None) => {
                         self.diags.error(
@@ -479,6 +573,218 @@ impl Checker<'_> {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// A VM's `clusterAddress`: an IP inside its hypervisor's cluster
+    /// network, unique there.
+    fn cluster_address(
+        &mut self,
+        machine: &Node,
+        node_name: &str,
+        hv_name: &str,
+        cidr: Option<IpNet>,
+    ) {
+        let Some(addr_node) = machine.get("clusterAddress") else {
+            return;
+        };
+        let Some(text) = addr_node.as_str() else {
+            return;
+        };
+        let Ok(ip) = text.parse::<IpAddr>() else {
+            self.diags.error(
+                addr_node.at(),
+                format!("`clusterAddress` `{text}` is not an IP address."),
+                "Write an address of the hypervisor's `clusterNetwork`, e.g. `10.77.0.11`.",
+            );
+            return;
+        };
+        match cidr {
+            None => self.diags.error(
+                addr_node.at(),
+                format!(
+                    "Node `{node_name}` has a `clusterAddress`, but hypervisor `{hv_name}` has no                      `clusterNetwork` for it."
+                ),
+                "Add `clusterNetwork: {name: ef-lab, cidr: 10.77.0.0/24}` to the hypervisor.",
+            ),
+            Some(net) if !net.contains(&ip) || ip == net.network() || ip == net.broadcast() => {
+                self.diags.error(
+                    addr_node.at(),
+                    format!(
+                        "`clusterAddress` {ip} is not a host address of `{hv_name}`'s cluster                          network {net}."
+                    ),
+                    format!("Pick an address inside {net} (not its first or last)."),
+                )
+            }
+            Some(_) => {
+                let key = (hv_name.to_owned(), ip);
+                if let Some(line) = self.cluster_addresses.get(&key) {
+                    self.diags.error(
+                        addr_node.at(),
+                        format!(
+                            "`clusterAddress` {ip} on hypervisor `{hv_name}` is already used by                              the VM at line {line}."
+                        ),
+                        "Give each VM its own cluster address.",
+                    );
+                } else {
+                    self.cluster_addresses.insert(key, addr_node.line);
+                }
+            }
+        }
+    }
+
+    /// A VM's `apiForwardPort`: user-mode networking only, not a port another VM forwards.
+    fn api_forward_port(&mut self, port_node: &Node, hv_name: &str, user_mode: bool) {
+        if !user_mode {
+            self.diags.warning(
+                port_node.at(),
+                format!(
+                    "`apiForwardPort` is ignored: hypervisor `{hv_name}` does not use user-mode                      networking."
+                ),
+                "Remove it; the API server is reached at the VM's address.",
+            );
+            return;
+        }
+        let Some(port) = port_node.as_int().filter(|p| *p > 0) else {
+            return;
+        };
+        let key = (hv_name.to_owned(), port);
+        if let Some(line) = self.forward_ports.get(&key) {
+            self.diags.error(
+                port_node.at(),
+                format!(
+                    "`apiForwardPort` {port} on hypervisor `{hv_name}` is already forwarded for                      the VM at line {line}."
+                ),
+                "Give each forward on a hypervisor its own loopback port.",
+            );
+        } else {
+            self.forward_ports.insert(key, port_node.line);
+        }
+    }
+
+    /// The values k3s requires to be the same on every server of a cluster
+    /// (each server's own, else the site's, else the inventory's).
+    fn servers_agree(&mut self, site_name: &str, servers: &[&Node], defaults: &[&Node]) {
+        for (field, flag) in CRITICAL_K3S {
+            let mut first: Option<(String, String)> = None;
+            for server in servers {
+                let name = server.get("name").and_then(Node::as_str).unwrap_or("?");
+                let own = server.get("k3s").and_then(|k| k.get(field));
+                let value = own.or_else(|| defaults.iter().find_map(|d| d.get(field)));
+                let text = value.map_or_else(|| "(k3s's default)".to_string(), canonical);
+                match &first {
+                    None => first = Some((name.to_owned(), text)),
+                    Some((first_name, first_text)) if *first_text != text => {
+                        let at = own.or(value).map_or(server.at(), Node::at);
+                        self.diags.error(
+                            at,
+                            format!(
+                                "`{field}` ({flag}) of server `{name}` is {text}, but server                                  `{first_name}` of site `{site_name}` has {first_text}; every                                  server of a cluster must have the same value."
+                            ),
+                            format!(
+                                "Set `{field}` once for the site (`defaults.k3s.{field}`), not                                  per server."
+                            ),
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// The host of the API address the kubeconfig will use must be in the
+    /// certificate of the server it reaches: k3s always includes loopback,
+    /// the node's name and its own addresses; anything else must be in `tlsSan`.
+    fn api_covered(&mut self, site: &Node, first: &Node, servers: &[&Node], defaults: &[&Node]) {
+        let explicit = site.get("cluster").and_then(|c| c.get("apiServer"));
+        let (host, at, whom): (String, (u32, u32), Vec<&Node>) = match explicit {
+            Some(url_node) => {
+                let Some(text) = url_node.as_str() else {
+                    return;
+                };
+                let parsed = url::Url::parse(text)
+                    .ok()
+                    .filter(|u| u.scheme() == "https")
+                    .and_then(|u| u.host_str().map(str::to_owned));
+                let Some(host) = parsed else {
+                    self.diags.error(
+                        url_node.at(),
+                        format!("`apiServer` `{text}` is not an https URL."),
+                        "Write the URL the operator reaches the API at, e.g.                          `https://lab-api.example.com:6443`.",
+                    );
+                    return;
+                };
+                // Any server may answer behind that address.
+                (host, url_node.at(), servers.to_vec())
+            }
+            None => {
+                let Some(address) = first.get("address") else {
+                    return;
+                };
+                let Some(text) = address.as_str() else {
+                    return;
+                };
+                (text.to_owned(), address.at(), vec![first])
+            }
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            return;
+        }
+        for server in whom {
+            let name = server.get("name").and_then(Node::as_str).unwrap_or("?");
+            let k3s = |field: &str| {
+                server
+                    .get("k3s")
+                    .and_then(|k| k.get(field))
+                    .or_else(|| defaults.iter().find_map(|d| d.get(field)))
+            };
+            let mut covered: Vec<String> = vec![name.to_owned()];
+            covered.extend(
+                k3s("tlsSan")
+                    .map(Node::items)
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned)),
+            );
+            let node_ip = k3s("nodeIp").and_then(Node::as_str).or_else(|| {
+                server
+                    .get("machine")
+                    .and_then(|m| m.get("clusterAddress"))
+                    .and_then(Node::as_str)
+            });
+            covered.extend(node_ip.map(str::to_owned));
+            covered.extend(
+                k3s("nodeExternalIp")
+                    .and_then(Node::as_str)
+                    .map(str::to_owned),
+            );
+            if node_ip.is_none() {
+                // k3s takes the node's own address, which is what edgeforge reaches it at.
+                covered.extend(
+                    server
+                        .get("address")
+                        .and_then(Node::as_str)
+                        .map(str::to_owned),
+                );
+            }
+            if !covered.iter().any(|c| c.eq_ignore_ascii_case(&host)) {
+                self.diags.error(
+                    at,
+                    format!(
+                        "The kubeconfig will reach the API at `{host}`, which server `{name}`'s                          certificate does not cover (its `tlsSan`, name and node addresses)."
+                    ),
+                    format!(
+                        "Add `{host}` to `tlsSan` (e.g. in the site's `defaults.k3s`), or set                          `cluster.apiServer` to an address the certificate covers."
+                    ),
+                );
+                return;
+            }
         }
     }
 
@@ -593,8 +899,150 @@ impl Checker<'_> {
                 self.url(endpoint, "The mirror endpoint");
             }
         }
-        if let Some(token) = k3s.get("token") {
-            self.secret(token);
+        for key in ["token", "agentToken"] {
+            if let Some(token) = k3s.get(key) {
+                self.secret(token);
+            }
+        }
+        for key in ["nodeIp", "nodeExternalIp", "clusterDns"] {
+            if let Some(v) = k3s.get(key)
+                && let Some(text) = v.as_str()
+                && text.parse::<IpAddr>().is_err()
+            {
+                self.diags.error(
+                    v.at(),
+                    format!("`{key}` `{text}` is not an IP address."),
+                    "Write an IPv4 or IPv6 address, e.g. `10.0.0.11`.",
+                );
+            }
+        }
+        if let (Some(dns), Some(s)) = (k3s.get("clusterDns"), service)
+            && let Some(ip) = dns.as_str().and_then(|t| t.parse::<IpAddr>().ok())
+            && !s.contains(&ip)
+        {
+            self.diags.error(
+                dns.at(),
+                format!("`clusterDns` {ip} is outside `serviceCidr` {s}."),
+                "The DNS service address must be in the service network, e.g. 10.43.0.10.",
+            );
+        }
+        if let Some(iface) = k3s.get("flannelIface")
+            && let Some(text) = iface.as_str()
+            && !is_iface_name(text)
+        {
+            self.diags.error(
+                iface.at(),
+                format!("`flannelIface` `{text}` is not a network interface name."),
+                "Use up to 15 letters, digits, `-`, `_` or `.`, e.g. `eth1`.",
+            );
+        }
+        self.one_of(
+            k3s.get("flannelBackend"),
+            "flannelBackend",
+            &FLANNEL_BACKENDS,
+        );
+        for item in k3s.get("disable").map(Node::items).unwrap_or(&[]) {
+            self.one_of(Some(item), "disable", &K3S_COMPONENTS);
+        }
+        if let Some(mode) = k3s.get("writeKubeconfigMode")
+            && let Some(text) = mode.as_str()
+            && !(text.len() <= 4
+                && !text.is_empty()
+                && text.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+        {
+            self.diags.error(
+                mode.at(),
+                format!("`writeKubeconfigMode` `{text}` is not an octal file mode."),
+                "Write it quoted, e.g. `\"0600\"` (the kubeconfig holds admin credentials).",
+            );
+        }
+        for taint in k3s.get("nodeTaints").map(Node::items).unwrap_or(&[]) {
+            if let Some(text) = taint.as_str()
+                && !is_taint(text)
+            {
+                self.diags.error(
+                    taint.at(),
+                    format!("Taint `{text}` is not `key[=value]:Effect`."),
+                    "Write e.g. `dedicated=edge:NoSchedule`; the effect is NoSchedule,                      PreferNoSchedule or NoExecute.",
+                );
+            }
+        }
+        for entry in k3s
+            .get("registryRewrites")
+            .map(Node::entries)
+            .unwrap_or(&[])
+        {
+            self.registry_key(&entry.key, entry.key_at);
+        }
+        for entry in k3s.get("registryConfigs").map(Node::entries).unwrap_or(&[]) {
+            self.registry_key(&entry.key, entry.key_at);
+            for key in ["password", "token", "key"] {
+                if let Some(secret) = entry.value.get(key) {
+                    self.secret(secret);
+                }
+            }
+            for key in ["caFile", "certFile"] {
+                if let Some(file) = entry.value.get(key) {
+                    self.must_exist(
+                        file,
+                        &format!("The registry `{key}`"),
+                        "Point it at a PEM file on this machine; edgeforge copies it to the nodes.",
+                    );
+                }
+            }
+            if entry.value.get("password").is_some() && entry.value.get("username").is_none() {
+                self.diags.error(
+                    entry.key_at,
+                    format!(
+                        "Registry `{}` has a `password` but no `username`.",
+                        entry.key
+                    ),
+                    "Add `username`, or use `token` for a bearer token.",
+                );
+            }
+        }
+        for entry in k3s.get("extraConfig").map(Node::entries).unwrap_or(&[]) {
+            if let Some((_, field)) = MANAGED_K3S_KEYS.iter().find(|(k, _)| *k == entry.key) {
+                self.diags.error(
+                    entry.key_at,
+                    format!(
+                        "`extraConfig` sets `{}`, which edgeforge writes into config.yaml itself.",
+                        entry.key
+                    ),
+                    match field {
+                        Some(f) => format!("Use the k3s setting `{f}` instead."),
+                        None => "Remove it; edgeforge derives it from the cluster (first server,                                  node names and labels)."
+                            .to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn registry_key(&mut self, key: &str, at: (u32, u32)) {
+        if key != "*" && !is_registry_host(key) {
+            self.diags.error(
+                at,
+                format!("Registry `{key}` is not a registry host name."),
+                "Key it by registry host, e.g. `docker.io` or `registry.example.com:5000`.",
+            );
+        }
+    }
+
+    /// Errors unless the scalar `node` is one of `allowed`.
+    fn one_of(&mut self, node: Option<&Node>, what: &str, allowed: &[&str]) {
+        if let Some(n) = node
+            && let Some(text) = n.as_str()
+            && !allowed.contains(&text)
+        {
+            self.diags.error(
+                n.at(),
+                format!("`{what}` `{text}` is not one k3s knows."),
+                match did_you_mean(text, allowed.iter().copied()) {
+                    Some(m) => format!("Did you mean `{m}`? (one of: {})", allowed.join(", ")),
+                    None => format!("Use one of: {}.", allowed.join(", ")),
+                },
+            );
         }
     }
 
@@ -841,6 +1289,52 @@ fn is_dns_name(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|l| is_dns_label(&l.to_ascii_lowercase()))
         && !s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// A libvirt object name: letters, digits, `-`, `_`, `.`.
+fn is_libvirt_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A Linux interface name: 1 to 15 characters, no `/`, `:` or space.
+fn is_iface_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A taint: `key[=value]:Effect`.
+fn is_taint(s: &str) -> bool {
+    let Some((kv, effect)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")
+        && is_label_key(key)
+        && is_label_value(value)
+}
+
+/// A value as text for comparing settings: lists as sorted sets.
+fn canonical(node: &Node) -> String {
+    match &node.value {
+        super::yaml::Value::Seq(items) => {
+            let mut parts: Vec<String> = items.iter().map(canonical).collect();
+            parts.sort();
+            format!("[{}]", parts.join(", "))
+        }
+        super::yaml::Value::Map(entries) => {
+            let parts: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{}: {}", e.key, canonical(&e.value)))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        super::yaml::Value::Scalar { text, .. } => format!("`{text}`"),
+    }
 }
 
 /// A registry host, optionally with a port: `docker.io`, `localhost:5000`.
