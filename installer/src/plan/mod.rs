@@ -18,7 +18,9 @@
 //!
 //! - a node's layers in order: machine → os → virt → k3s;
 //! - the first server of a site (first `role: server` in file order) before
-//!   the site's other servers, and every server before the site's agents;
+//!   the site's other servers, which join **one at a time** in file order
+//!   (each after the one before it: concurrent etcd joins fail), and the
+//!   first server before the site's agents, which join in parallel;
 //! - every node's k3s task before the site's `fetch-kubeconfig`, which comes
 //!   before `register`;
 //! - a VM's `machine` task after the `virt` task of its hypervisor when that
@@ -46,7 +48,7 @@
 //! # Steps
 //!
 //! Each task names the playbook that carries out its steps
-//! ([`Action::playbook`], e.g. `k3s/server-join`). Because ids are dense, the
+//! ([`Action::playbook`], e.g. `k3s/node`). Because ids are dense, the
 //! executor attaches step lists in a side table indexed by [`TaskId`], built
 //! with [`Plan::attach`].
 
@@ -187,9 +189,10 @@ impl Action<'_> {
             Action::RedfishBoot { .. } => "machine/redfish",
             Action::ConfigureOs => "os",
             Action::PrepareHypervisor => "virt",
-            Action::InitFirstServer => "k3s/server-init",
-            Action::JoinServer { .. } => "k3s/server-join",
-            Action::JoinAgent { .. } => "k3s/agent-join",
+            // One playbook for every k3s node: its steps look at the node's role.
+            Action::InitFirstServer | Action::JoinServer { .. } | Action::JoinAgent { .. } => {
+                "k3s/node"
+            }
             Action::FetchKubeconfig { .. } => "k3s/kubeconfig",
             Action::Register {
                 federation: FederationKind::Kubefed,
@@ -562,19 +565,19 @@ fn generate<'a>(inv: &'a Inventory) -> Result<Generated<'a>, PlanError> {
                 _ => agent_k3s.push(k),
             }
         }
-        // Cross-node order inside the site.
+        // Cross-node order inside the site: servers join one after another
+        // (concurrent etcd joins fail), agents all after the first server.
         if let Some(f) = first_k3s {
+            let mut previous = f;
             for &s in &server_k3s {
                 if let Some(t) = tasks.get_mut(s.index()) {
-                    t.deps.push(f);
+                    t.deps.push(previous);
                 }
+                previous = s;
             }
-            let servers: Vec<TaskId> = std::iter::once(f)
-                .chain(server_k3s.iter().copied())
-                .collect();
             for &a in &agent_k3s {
                 if let Some(t) = tasks.get_mut(a.index()) {
-                    t.deps.extend_from_slice(&servers);
+                    t.deps.push(f);
                 }
             }
         }

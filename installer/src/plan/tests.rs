@@ -107,7 +107,7 @@ fn single_site_has_exact_order_and_edges() {
     assert_eq!(deps(&plan, "s1/os"), ["s1/machine"]);
     assert_eq!(deps(&plan, "s1/k3s"), ["s1/os"]);
     assert_eq!(deps(&plan, "s2/k3s"), ["s1/k3s", "s2/os"]);
-    assert_eq!(deps(&plan, "a1/k3s"), ["s1/k3s", "s2/k3s", "a1/os"]);
+    assert_eq!(deps(&plan, "a1/k3s"), ["s1/k3s", "a1/os"]);
     assert_eq!(
         deps(&plan, "site/s/kubeconfig"),
         ["s1/k3s", "s2/k3s", "a1/k3s"]
@@ -122,13 +122,56 @@ fn single_site_has_exact_order_and_edges() {
         task(&plan, "site/s/register").action.to_string(),
         "register cluster s into karmada"
     );
-    // Waves: machine/os of all nodes in parallel, then s1, s2, a1, kubeconfig, register.
+    // Waves: machine/os of all nodes in parallel, then s1, then s2 and a1
+    // together (agents need only the first server), kubeconfig, register.
     assert_eq!(task(&plan, "a1/os").wave, 1);
     assert_eq!(task(&plan, "s1/k3s").wave, 2);
     assert_eq!(task(&plan, "s2/k3s").wave, 3);
-    assert_eq!(task(&plan, "a1/k3s").wave, 4);
-    assert_eq!(task(&plan, "site/s/register").wave, 6);
-    assert_eq!(plan.wave_count(), 7);
+    assert_eq!(task(&plan, "a1/k3s").wave, 3);
+    assert_eq!(task(&plan, "site/s/register").wave, 5);
+    assert_eq!(plan.wave_count(), 6);
+    assert_eq!(task(&plan, "a1/k3s").action.playbook(), "k3s/node");
+    assert_eq!(
+        task(&plan, "site/s/kubeconfig").action.playbook(),
+        "k3s/kubeconfig"
+    );
+}
+
+#[test]
+fn servers_join_one_at_a_time_in_file_order_and_agents_after_the_first() {
+    let inv = inventory(&doc(
+        "none",
+        &[site(
+            "s",
+            &[
+                ("s1", "server"),
+                ("a1", "agent"),
+                ("s2", "server"),
+                ("s3", "server"),
+                ("a2", "agent"),
+            ],
+        )],
+    ));
+    let plan = plan_of(&inv, None, &[]);
+    assert_eq!(deps(&plan, "s2/k3s"), ["s1/k3s", "s2/os"]);
+    assert_eq!(deps(&plan, "s3/k3s"), ["s2/k3s", "s3/os"]);
+    assert_eq!(deps(&plan, "a1/k3s"), ["s1/k3s", "a1/os"]);
+    assert_eq!(deps(&plan, "a2/k3s"), ["s1/k3s", "a2/os"]);
+    let wave = |k: &str| task(&plan, k).wave;
+    assert_eq!(
+        [wave("s1/k3s"), wave("s2/k3s"), wave("s3/k3s")],
+        [2, 3, 4],
+        "one server joins at a time"
+    );
+    assert_eq!(
+        [wave("a1/k3s"), wave("a2/k3s")],
+        [3, 3],
+        "agents join together"
+    );
+    assert_eq!(
+        deps(&plan, "site/s/kubeconfig"),
+        ["s1/k3s", "a1/k3s", "s2/k3s", "s3/k3s", "a2/k3s"]
+    );
 }
 
 #[test]
@@ -143,11 +186,11 @@ fn first_server_is_the_first_server_in_file_order_even_after_agents() {
     let plan = plan_of(&inv, None, &[]);
     assert_eq!(task(&plan, "s1/k3s").action, Action::InitFirstServer);
     assert_eq!(deps(&plan, "s2/k3s"), ["s1/k3s", "s2/os"]);
-    assert_eq!(deps(&plan, "a1/k3s"), ["a1/os", "s1/k3s", "s2/k3s"]);
+    assert_eq!(deps(&plan, "a1/k3s"), ["a1/os", "s1/k3s"]);
     let order = keys(&plan);
     let pos = |k: &str| order.iter().position(|x| x == k).expect(k);
     assert!(pos("s1/k3s") < pos("s2/k3s"));
-    assert!(pos("s2/k3s") < pos("a1/k3s"));
+    assert!(pos("s1/k3s") < pos("a1/k3s"));
     // The agent's machine and OS still come first: they wait for nothing.
     assert_eq!(&order[..2], ["a1/machine", "a1/os"]);
 }
@@ -450,7 +493,7 @@ fn attach_builds_a_side_table_indexed_by_task_id() {
     let id = task(&plan, "host1/virt").id;
     assert_eq!(table[id.index()], "virt");
     let id = task(&plan, "vm-a1/k3s").id;
-    assert_eq!(table[id.index()], "k3s/agent-join");
+    assert_eq!(table[id.index()], "k3s/node");
 }
 
 #[test]
@@ -621,12 +664,16 @@ mod properties {
                     if i != first {
                         prop_assert!(k3s(first) < k3s(i), "first server before n{}-{}", s, i);
                     }
-                    if !n.0 {
-                        for (j, m) in nodes.iter().enumerate() {
-                            if m.0 {
-                                prop_assert!(k3s(j) < k3s(i), "server n{}-{} before agent n{}-{}", s, j, s, i);
-                            }
+                    if n.0 {
+                        // Servers join one at a time: each directly after the previous one.
+                        if let Some(prev) = (0..i).rev().find(|&j| nodes[j].0) {
+                            let task = plan.task(k3s(i)).expect("task");
+                            prop_assert!(task.deps.contains(&k3s(prev)), "n{}-{} joins after n{}-{}", s, i, s, prev);
                         }
+                    } else {
+                        let task = plan.task(k3s(i)).expect("task");
+                        let k3s_deps: Vec<TaskId> = task.deps.iter().copied().filter(|d| plan.task(*d).is_some_and(|t| t.layer == Layer::K3s)).collect();
+                        prop_assert_eq!(k3s_deps, vec![k3s(first)], "agent n{}-{} waits only for the first server", s, i);
                     }
                     if let Machine::Libvirt { hypervisor, .. } = &inv.sites[s].nodes[i].machine
                         && hypervisor != "outside"
