@@ -6,9 +6,10 @@
 //! sha256, mode and owner (the only one when nothing changed), the content
 //! written to a temporary name in the destination directory (through the shell
 //! for small in-memory content, through the transport's bulk upload for files
-//! and large content), and one that sets mode and owner and renames the
-//! temporary file into place. A crash before the rename leaves the old file;
-//! leftovers of an interrupted put are removed by the next put of that path.
+//! and large content), and one that checks the temporary file's sha256 on the
+//! host, sets mode and owner and renames it into place. A crash before the
+//! rename, or content that arrived damaged, leaves the old file; leftovers of
+//! an interrupted put are removed by the next put of that path.
 
 use std::io::Read;
 
@@ -137,11 +138,17 @@ pub(crate) async fn put<B: FileBackend>(
     let chown = owner
         .map(|o| format!(" && chown {} {q_tmp}", crate::sh::quote(o)))
         .unwrap_or_default();
+    // What arrived is checked on the host before it takes the real name: a
+    // file damaged on the way (or on a full disk) never replaces the old one.
     finalize.push_str(&format!(
-        "chmod {:o} {q_tmp}{chown} && mv -f {q_tmp} {dest} || {{ rc=$?; rm -f {q_tmp}; exit $rc; }}; \
+        "s=$(sha256sum < {q_tmp} | cut -c1-64); if [ \"$s\" != {sha_q} ]; then rm -f {q_tmp}; \
+         echo \"{dest_text}: what arrived has sha256 $s, not {sha}; the file was not replaced\" >&2; exit 65; fi; \
+         chmod {:o} {q_tmp}{chown} && mv -f {q_tmp} {dest} || {{ rc=$?; rm -f {q_tmp}; exit $rc; }}; \
          for f in {}*; do [ -e \"$f\" ] && rm -f \"$f\"; done; exit 0",
         req.mode & 0o7777,
-        crate::sh::quote(&tmp_prefix)
+        crate::sh::quote(&tmp_prefix),
+        sha_q = crate::sh::quote(&sha),
+        dest_text = req.path.replace(['"', '\\', '$', '`'], "_"),
     ));
     checked(b, &finalize, None, req.privileged, "placing", req.path).await?;
     Ok(PutOutcome::Written)
@@ -585,6 +592,37 @@ mod tests {
             assert_eq!(std::fs::read(&dest).unwrap(), data);
             assert_eq!(t.put(req).await.unwrap(), PutOutcome::Unchanged);
         }
+    }
+
+    #[tokio::test]
+    async fn content_that_arrives_with_another_sha256_never_replaces_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = LocalTransport::new();
+        let src = dir.path().join("k3s-new");
+        std::fs::write(&src, vec![7u8; 300 * 1024]).unwrap();
+        let dest = dir.path().join("k3s");
+        std::fs::write(&dest, b"old binary").unwrap();
+        // The pin says one thing, the bytes are another (a damaged cache, a bad transfer).
+        let pinned = hex::encode(Sha256::digest(b"what the manifest pins"));
+        let err = t
+            .put(PutRequest {
+                path: dest.to_str().unwrap(),
+                source: PutSource::File(&src),
+                sha256: Some(&pinned),
+                mode: 0o755,
+                owner: None,
+                privileged: false,
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("was not replaced") && err.contains(&pinned),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), b"old binary");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "no temporary file is left: {left:?}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The `artifact` kind: a verified file from the controller's artifact cache
 //! (the k3s binary, air-gap image tarballs) placed on a host, skipped when the
-//! host already has the same sha256. The cache is `$EDGEFORGE_CACHE`, else the
+//! host already has the same sha256. It goes to a temporary name beside the
+//! destination, its sha256 is checked against the pinned one on the host,
+//! and only then is it renamed into place with its mode and owner. The cache is `$EDGEFORGE_CACHE`, else the
 //! XDG cache directory, as for `edgeforge images pull`; a missing artifact is
 //! an error that names it and the command that fetches or imports it.
 
