@@ -7,16 +7,39 @@
 //! layered settings). The executor adds `facts` (host targets), `vars` (the
 //! playbook's), `secrets` (values read from references) and `outputs` (what
 //! earlier tasks published, as `outputs["<task key>"].<name>`).
+//!
+//! For the k3s layer, `cluster` also says who the first server is
+//! (`first_server`, its task `first_k3s_task` whose outputs hold the tokens
+//! and CA hash, `server_url` the others join, `servers` how many there are,
+//! `api_server` the kubeconfig's address), and `node.k3s` carries every k3s
+//! setting of the node as its templates need it (`config.yaml` values,
+//! registries, proxies, air-gap), already layered and defaulted.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::inventory::{Inventory, NodeView, Site};
+use crate::inventory::{Inventory, NodeView, Role, SecretRef, Site};
+
+/// Where a node's registry TLS files go (`<dir>/<registry>/ca.crt`, `client.crt`, `client.key`).
+pub const REGISTRY_TLS_DIR: &str = "/etc/rancher/k3s/tls";
 
 /// The context of a task on `view`'s node.
 pub fn node(inv: &Inventory, view: &NodeView<'_>) -> Value {
     let mut ctx = site(inv, view.site);
+    let mut node = node_json(view);
+    // The node's place in its cluster, for the k3s templates.
+    let first = ctx["cluster"]["first_server"].as_str() == Some(view.node.name.as_str());
+    let servers = ctx["cluster"]["servers"].as_u64().unwrap_or(0);
+    let k3s = &mut node["k3s"];
+    k3s["first"] = json!(first);
+    k3s["cluster_init"] = json!(first && servers > 1);
+    k3s["unit"] = json!(match view.node.role {
+        Role::Server => "k3s",
+        Role::Agent => "k3s-agent",
+    });
     if let Some(map) = ctx.as_object_mut() {
-        map.insert("node".into(), node_json(view));
+        map.insert("node".into(), node);
     }
     ctx
 }
@@ -28,6 +51,11 @@ pub fn site(inv: &Inventory, site: &Site) -> Value {
         .filter(|v| std::ptr::eq(v.site, site))
         .map(|v| node_json(&v))
         .collect();
+    let servers = site.nodes.iter().filter(|n| n.role == Role::Server).count();
+    let first = inv
+        .nodes()
+        .filter(|v| std::ptr::eq(v.site, site))
+        .find(|v| v.node.role == Role::Server);
     json!({
         "inventory": { "name": inv.name.as_ref().map(|n| n.value.clone()) },
         "site": {
@@ -39,6 +67,13 @@ pub fn site(inv: &Inventory, site: &Site) -> Value {
         "cluster": {
             "name": Inventory::cluster_name(site),
             "nodes": cluster_nodes,
+            "servers": servers,
+            "first_server": first.as_ref().map(|v| v.node.name.value.clone()),
+            "first_k3s_task": first.as_ref().map(|v| format!("{}/k3s", v.node.name.as_str())),
+            "server_url": first.as_ref().map(|v| {
+                format!("https://{}:6443", crate::inventory::resolve::url_host(v.k3s_join_address()))
+            }),
+            "api_server": Inventory::api_server(site),
         },
         "defaults": { "labels": inv.defaults.labels, "vm": inv.defaults.vm },
         "versions": {
@@ -57,13 +92,130 @@ fn node_json(v: &NodeView<'_>) -> Value {
         "labels": v.labels,
         "hypervisor_host": v.node.hypervisor_host,
         "ssh_user": v.ssh.user.as_ref().map_or("root", |u| u.as_str()),
-        "k3s": {
-            "cluster_cidr": v.k3s.cluster_cidr.as_ref().map(|s| s.value.clone()),
-            "service_cidr": v.k3s.service_cidr.as_ref().map(|s| s.value.clone()),
-            "tls_san": v.k3s.tls_san.as_ref().map(|l| l.iter().map(|s| s.value.clone()).collect::<Vec<_>>()),
-        },
+        "k3s": k3s_json(v),
         "vm": v.vm,
     })
+}
+
+/// A node's k3s settings as its templates use them.
+fn k3s_json(v: &NodeView<'_>) -> Value {
+    let k = &v.k3s;
+    let text = |s: &Option<crate::inventory::Sp<String>>| s.as_ref().map(|s| s.value.clone());
+    let list = |l: &Option<Vec<crate::inventory::Sp<String>>>| {
+        l.as_ref()
+            .map(|l| l.iter().map(|s| s.value.clone()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let labels: Vec<String> = v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    json!({
+        "cluster_cidr": text(&k.cluster_cidr),
+        "service_cidr": text(&k.service_cidr),
+        "cluster_dns": text(&k.cluster_dns),
+        "tls_san": list(&k.tls_san),
+        "node_ip": v.k3s_node_ip(),
+        "node_external_ip": text(&k.node_external_ip),
+        "flannel_iface": v.k3s_flannel_iface(),
+        "flannel_backend": text(&k.flannel_backend),
+        "disable": list(&k.disable),
+        "embedded_registry": k.embedded_registry,
+        "write_kubeconfig_mode": text(&k.write_kubeconfig_mode).unwrap_or_else(|| "0600".into()),
+        "node_labels": labels,
+        "node_taints": list(&k.node_taints),
+        "extra_config": k.extra_config.clone().unwrap_or_default(),
+        "airgap_images": k.airgap_images.unwrap_or(true),
+        "registries": registries_json(v),
+        "registry_tls": registry_tls_json(v),
+        "proxy": {
+            "http": k.proxy.as_ref().and_then(|p| p.http_proxy.clone()),
+            "https": k.proxy.as_ref().and_then(|p| p.https_proxy.clone()),
+            "no": k.proxy.as_ref().and_then(|p| p.no_proxy.clone()),
+        },
+        "has_registries": k.registry_mirrors.is_some() || k.registry_configs.is_some(),
+    })
+}
+
+/// registries.yaml without its secrets: `mirrors` (endpoints, rewrites) and,
+/// per registry, which credentials and TLS files it has (the template takes
+/// the secret values from `secrets["registry/<host>/<password|token|key>"]`).
+fn registries_json(v: &NodeView<'_>) -> Value {
+    let k = &v.k3s;
+    let mut mirrors: BTreeMap<String, Value> = BTreeMap::new();
+    for (host, endpoints) in k.registry_mirrors.iter().flatten() {
+        mirrors.insert(
+            host.clone(),
+            json!({"endpoint": endpoints.iter().map(|e| e.value.clone()).collect::<Vec<_>>()}),
+        );
+    }
+    for (host, rewrite) in k.registry_rewrites.iter().flatten() {
+        let entry = mirrors.entry(host.clone()).or_insert_with(|| json!({}));
+        entry["rewrite"] = json!(rewrite);
+    }
+    let tls_dir = REGISTRY_TLS_DIR;
+    let configs: BTreeMap<String, Value> = k
+        .registry_configs
+        .iter()
+        .flatten()
+        .map(|(host, c)| {
+            (
+                host.clone(),
+                json!({
+                    "username": c.username,
+                    "password": c.password.is_some(),
+                    "token": c.token.is_some(),
+                    "ca_file": c.ca_file.as_ref().map(|_| format!("{tls_dir}/{host}/ca.crt")),
+                    "cert_file": c.cert_file.as_ref().map(|_| format!("{tls_dir}/{host}/client.crt")),
+                    "key_file": c.key.as_ref().map(|_| format!("{tls_dir}/{host}/client.key")),
+                    "insecure_skip_verify": c.insecure_skip_verify,
+                }),
+            )
+        })
+        .collect();
+    json!({"mirrors": mirrors, "configs": configs})
+}
+
+/// The registry TLS files to place on the node (controller paths; the key is a secret).
+fn registry_tls_json(v: &NodeView<'_>) -> Value {
+    Value::Array(
+        v.k3s
+            .registry_configs
+            .iter()
+            .flatten()
+            .filter(|(_, c)| c.ca_file.is_some() || c.cert_file.is_some() || c.key.is_some())
+            .map(|(host, c)| {
+                json!({
+                    "host": host,
+                    "ca_file": c.ca_file.as_ref().map(|p| p.display().to_string()),
+                    "cert_file": c.cert_file.as_ref().map(|p| p.display().to_string()),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The secret references of a node's k3s settings, by the key its
+/// templates read them as in `secrets`: `k3s_token`, `k3s_agent_token`,
+/// `registry/<host>/password|token|key`.
+pub fn k3s_secret_refs(v: &NodeView<'_>) -> Vec<(String, SecretRef)> {
+    let k = &v.k3s;
+    let mut refs = Vec::new();
+    if let Some(t) = &k.token {
+        refs.push(("k3s_token".to_string(), t.clone()));
+    }
+    if let Some(t) = &k.agent_token {
+        refs.push(("k3s_agent_token".to_string(), t.clone()));
+    }
+    for (host, c) in k.registry_configs.iter().flatten() {
+        for (what, r) in [
+            ("password", &c.password),
+            ("token", &c.token),
+            ("key", &c.key),
+        ] {
+            if let Some(r) = r {
+                refs.push((format!("registry/{host}/{what}"), r.clone()));
+            }
+        }
+    }
+    refs
 }
 
 #[cfg(test)]

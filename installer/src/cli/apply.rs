@@ -20,7 +20,7 @@ use crate::exec::events::{EventSink, Fanout, JsonSink, TextSink};
 use crate::exec::lock::RunLock;
 use crate::exec::prepare::{PrepareOptions, prepare};
 use crate::exec::progress::ProgressSink;
-use crate::exec::select::{MaxFail, Shard};
+use crate::exec::select::{MaxFail, MaxUnavailable, Shard};
 use crate::exec::{Executor, RunOptions};
 use crate::inventory::Inventory;
 use crate::plan::{self, Layer, Limit, Selection};
@@ -40,7 +40,12 @@ use crate::virt::baseimage::{self, BuildOptions};
 
 A task starts as soon as the tasks it needs have succeeded; a failure stops
 only the tasks that need it. The summary has one row per node (and per
-site for cluster tasks) with the time spent in each layer.")]
+site for cluster tasks) with the time spent in each layer.
+
+k3s upgrades (a new `versions.k3s`) roll through each site: servers one at a
+time, then agents in batches of --max-unavailable, each node cordoned,
+drained, upgraded, waited for and uncordoned; the rollout stops at the first
+node that does not come back and leaves the rest untouched.")]
 pub struct ApplyArgs {
     /// The inventory file (`inventory/lab.yaml` is the built-in lab when no such file exists).
     #[arg(short, long, value_name = "FILE")]
@@ -60,6 +65,9 @@ pub struct ApplyArgs {
     /// Stop starting tasks when more than N (or P% of) nodes and sites failed.
     #[arg(long, value_name = "N|P%")]
     pub max_fail: Option<MaxFail>,
+    /// Agents of a site a k3s upgrade takes out of service at once: N, or P% of them (rounded down, at least 1).
+    #[arg(long, value_name = "N|P%", default_value = "1")]
+    pub max_unavailable: MaxUnavailable,
     /// Change nothing; show what would change.
     #[arg(long)]
     pub check: bool,
@@ -128,6 +136,7 @@ impl ApplyArgs {
             limit: None,
             parallel: 50,
             max_fail: None,
+            max_unavailable: MaxUnavailable::default(),
             check: false,
             diff: false,
             tags: Vec::new(),
@@ -200,6 +209,7 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
             shard: args.shard,
             state_dir: &state_dir,
             image,
+            max_unavailable: args.max_unavailable,
         },
     )
     .map_err(crate::exec::ExecError::from)?;
@@ -389,6 +399,7 @@ sites:
                 shard: args.shard,
                 state_dir: dir,
                 image: BuildOptions::new(baseimage::DEFAULT_RELEASE)?,
+                max_unavailable: args.max_unavailable,
             },
         )
         .map_err(crate::exec::ExecError::from)?;

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::targets::{ConnectError, Connector, Target};
-use super::{ExecTask, RunSpec};
+use super::{ExecTask, RunSpec, TaskGroup};
 use crate::data::DataDir;
 use crate::inventory::{Inventory, Machine, NodeView, Role};
 use crate::kube::KubeConn;
-use crate::plan::{Plan, Task};
+use crate::plan::{Action, Plan, Task};
 use crate::playbook::kinds::TaskData;
 use crate::playbook::kinds::vm::VmTask;
 use crate::playbook::{Playbook, TargetKind};
@@ -52,6 +52,8 @@ pub struct PrepareOptions<'a> {
     pub state_dir: &'a Path,
     /// How hypervisors build the base VM image.
     pub image: BuildOptions,
+    /// Agents of a site a rolling upgrade takes out of service at once.
+    pub max_unavailable: super::select::MaxUnavailable,
 }
 
 /// A run ready to start.
@@ -122,6 +124,7 @@ pub fn prepare(
     let mut index: Vec<Option<usize>> = vec![None; plan.tasks().len()];
     let mut left_out: BTreeMap<&'static str, usize> = BTreeMap::new();
     let vms = vm_tasks(inv, plan)?;
+    let k3s_default = default_k3s_version(inv, opts.data);
 
     match &opts.adhoc {
         Some(pb) => {
@@ -187,7 +190,7 @@ pub fn prepare(
                     .iter()
                     .filter_map(|d| index.get(d.index()).copied().flatten())
                     .collect();
-                let (subject, context, secrets) = match view {
+                let (subject, mut context, secrets) = match view {
                     Some(view) => (
                         view.node.name.value.clone(),
                         crate::context::node(inv, view),
@@ -199,6 +202,11 @@ pub fn prepare(
                         BTreeMap::new(),
                     ),
                 };
+                if context["versions"]["k3s"].is_null()
+                    && let Some(v) = &k3s_default
+                {
+                    context["versions"]["k3s"] = serde_json::Value::String(v.clone());
+                }
                 let data = match (&target, task.node) {
                     (Target::Hypervisor(_), Some(n)) => vms
                         .get(n.name.as_str())
@@ -206,6 +214,7 @@ pub fn prepare(
                         .unwrap_or_default(),
                     _ => TaskData::None,
                 };
+                let group = k3s_group(task, opts.max_unavailable);
                 index[task.id.index()] = Some(tasks.len());
                 tasks.push(ExecTask {
                     key: task.key(),
@@ -219,7 +228,7 @@ pub fn prepare(
                     secrets,
                     data,
                     deps,
-                    group: None,
+                    group,
                 });
             }
         }
@@ -239,6 +248,44 @@ pub fn prepare(
         connector: Arc::new(connector),
         notes,
     })
+}
+
+/// The rolling group of a node's k3s task: a site's servers one at a time,
+/// then its agents, `--max-unavailable` of them at once.
+fn k3s_group(task: &Task<'_>, max_unavailable: super::select::MaxUnavailable) -> Option<TaskGroup> {
+    let site = task.site.name.as_str();
+    let servers = format!("site/{site}/k3s-servers");
+    match task.action {
+        Action::InitFirstServer | Action::JoinServer { .. } => Some(TaskGroup {
+            name: servers,
+            limit: 1,
+            after: None,
+        }),
+        Action::JoinAgent { .. } => {
+            let agents = task
+                .site
+                .nodes
+                .iter()
+                .filter(|n| n.role == Role::Agent)
+                .count();
+            Some(TaskGroup {
+                name: format!("site/{site}/k3s-agents"),
+                limit: max_unavailable.slots(agents),
+                after: Some(servers),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The manifest's default k3s release, for inventories without `versions.k3s`.
+fn default_k3s_version(inv: &Inventory, data: &DataDir) -> Option<String> {
+    if inv.versions.k3s.is_some() {
+        return None;
+    }
+    crate::artifacts::Manifest::from_data(data)
+        .ok()
+        .and_then(|m| m.defaults.k3s.map(|v| v.value))
 }
 
 /// `playbooks/<key>.yaml`, parsed and checked, or `None` when the data directory has none.
@@ -293,14 +340,16 @@ fn target_for(kind: TargetKind, task: &Task<'_>) -> Result<Target, PrepareError>
     })
 }
 
-/// The secrets a node's tasks see as `secrets.*`.
+/// The secrets a node's tasks see as `secrets.*` (see [`crate::context::k3s_secret_refs`]).
 fn secrets(view: &NodeView<'_>) -> Result<BTreeMap<String, String>, PrepareError> {
     let mut secrets = BTreeMap::new();
-    if let Some(token) = &view.k3s.token {
-        secrets.insert(
-            "k3s_token".to_string(),
-            read_secret("k3s.token", token)?.expose().to_string(),
-        );
+    for (key, reference) in crate::context::k3s_secret_refs(view) {
+        let what = match key.as_str() {
+            "k3s_token" => "k3s.token".to_string(),
+            "k3s_agent_token" => "k3s.agentToken".to_string(),
+            other => format!("k3s.registryConfigs {other}"),
+        };
+        secrets.insert(key, read_secret(&what, &reference)?.expose().to_string());
     }
     Ok(secrets)
 }

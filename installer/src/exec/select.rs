@@ -1,5 +1,6 @@
 //! Which hosts a run touches and when it gives up: `--shard I/N`,
-//! `--limit PATTERN` and `--max-fail N|P%`.
+//! `--limit PATTERN` and `--max-fail N|P%`; and how many agents a rolling
+//! upgrade takes out of service at once: `--max-unavailable N|P%`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -82,6 +83,58 @@ impl FromStr for MaxFail {
     }
 }
 
+/// How many nodes of a rolling group may be out of service at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxUnavailable {
+    /// This many.
+    Count(usize),
+    /// This percentage of the group, rounded down.
+    Percent(u8),
+}
+
+impl Default for MaxUnavailable {
+    fn default() -> MaxUnavailable {
+        MaxUnavailable::Count(1)
+    }
+}
+
+impl MaxUnavailable {
+    /// Slots for a group of `members`: at least one, never more than the group.
+    pub fn slots(&self, members: usize) -> usize {
+        let n = match *self {
+            MaxUnavailable::Count(n) => n,
+            MaxUnavailable::Percent(p) => members * usize::from(p) / 100,
+        };
+        n.clamp(1, members.max(1))
+    }
+}
+
+impl FromStr for MaxUnavailable {
+    type Err = String;
+    fn from_str(s: &str) -> Result<MaxUnavailable, String> {
+        let bad = || {
+            format!(
+                "`{s}` is not a number of nodes; write a count (2) or a percentage (25%), at least 1 node is always taken"
+            )
+        };
+        match s.trim().strip_suffix('%') {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .map(MaxUnavailable::Percent)
+                .ok_or_else(bad),
+            None => s
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(MaxUnavailable::Count)
+                .ok_or_else(bad),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +186,21 @@ mod tests {
         assert!(MaxFail::Count(0).exceeded(1, 10));
         assert!(!MaxFail::Percent(10).exceeded(1, 10));
         assert!(MaxFail::Percent(10).exceeded(2, 10));
+    }
+
+    #[test]
+    fn batches_are_at_least_one_node_and_round_down() {
+        let p = |s: &str| s.parse::<MaxUnavailable>().unwrap();
+        assert_eq!(p("1").slots(10), 1);
+        assert_eq!(p("3").slots(10), 3);
+        assert_eq!(p("30").slots(10), 10, "never more than the group");
+        assert_eq!(p("25%").slots(10), 2, "2.5 rounds down");
+        assert_eq!(p("10%").slots(5), 1, "at least one");
+        assert_eq!(p("100%").slots(7), 7);
+        assert_eq!(p("50%").slots(0), 1);
+        assert_eq!(MaxUnavailable::default().slots(4), 1);
+        for bad in ["0", "0%", "101%", "-1", "x", "1.5"] {
+            assert!(bad.parse::<MaxUnavailable>().is_err(), "{bad}");
+        }
     }
 }

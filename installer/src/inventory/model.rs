@@ -18,6 +18,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The only `apiVersion` this build reads.
 pub const API_VERSION: &str = "edgeforge/v1";
 
+/// The name a lab VM's NIC on its hypervisor's `clusterNetwork` gets inside
+/// the guest (set by cloud-init), so k3s's `flannel-iface` can name it.
+pub const CLUSTER_NIC: &str = "ef-cluster0";
+
 /// A whole inventory: the sites to bring up and everything needed to reach them.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

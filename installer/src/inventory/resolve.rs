@@ -90,7 +90,83 @@ impl Inventory {
     }
 }
 
+impl Inventory {
+    /// The site's first server (the first `role: server` node in file order):
+    /// it initialises the cluster, the others join through it.
+    pub fn first_server(site: &Site) -> Option<&Node> {
+        site.nodes.iter().find(|n| n.role == Role::Server)
+    }
+
+    /// The API server URL the site's kubeconfig points at: `cluster.apiServer`,
+    /// else the first server's `apiForwardPort` on its address (a user-mode
+    /// VM), else port 6443 of its address.
+    pub fn api_server(site: &Site) -> Option<String> {
+        if let Some(url) = &site.cluster.api_server {
+            return Some(url.value.clone());
+        }
+        let first = Self::first_server(site)?;
+        let port = match &first.machine {
+            Machine::Libvirt {
+                api_forward_port: Some(p),
+                ..
+            } => *p,
+            _ => 6443,
+        };
+        Some(format!(
+            "https://{}:{port}",
+            url_host(first.address.as_str())
+        ))
+    }
+}
+
+/// A host as it goes into a URL (IPv6 addresses in brackets).
+pub fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
 impl NodeView<'_> {
+    /// The address k3s uses for the node (`node-ip`): `k3s.nodeIp`, else a
+    /// VM's `machine.clusterAddress`; `None` lets k3s pick.
+    pub fn k3s_node_ip(&self) -> Option<&str> {
+        self.k3s
+            .node_ip
+            .as_ref()
+            .map(|s| s.as_str())
+            .or(match &self.node.machine {
+                Machine::Libvirt {
+                    cluster_address: Some(a),
+                    ..
+                } => Some(a.as_str()),
+                _ => None,
+            })
+    }
+
+    /// The interface flannel uses: `k3s.flannelIface`, else the cluster NIC
+    /// ([`CLUSTER_NIC`]) of a VM with a `machine.clusterAddress`.
+    pub fn k3s_flannel_iface(&self) -> Option<&str> {
+        self.k3s
+            .flannel_iface
+            .as_ref()
+            .map(|s| s.as_str())
+            .or(match &self.node.machine {
+                Machine::Libvirt {
+                    cluster_address: Some(_),
+                    ..
+                } => Some(CLUSTER_NIC),
+                _ => None,
+            })
+    }
+
+    /// Where the other nodes reach this node's k3s (port 6443): its
+    /// `node-ip` when it has one, else its address.
+    pub fn k3s_join_address(&self) -> &str {
+        self.k3s_node_ip().unwrap_or(self.node.address.as_str())
+    }
+
     /// The TCP port edgeforge connects to: a VM's `sshForwardPort` when it
     /// has one (user-mode networking), else the effective `ssh.port`, else 22.
     pub fn ssh_port(&self) -> u16 {

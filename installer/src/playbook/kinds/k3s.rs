@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{Content, Params, StepEnv, StepError, StepReport};
 use crate::transport::{PutOutcome, PutRequest, PutSource};
 
-/// Where registry TLS files go on a node.
-pub const REGISTRY_TLS_DIR: &str = "/etc/rancher/k3s/tls";
+use crate::context::REGISTRY_TLS_DIR;
 
 /// Parameters of `kubeconfig_fetch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
