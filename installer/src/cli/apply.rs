@@ -177,23 +177,16 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
         layers: args.layer.clone(),
     };
     let plan = plan::build(inv, &selection)?;
+    if plan.tasks().iter().any(|t| t.layer == Layer::K3s)
+        && let Some(problem) = super::k3s_version_problem(g, inv, &args.inventory)
+    {
+        return Err(Error::Invalid(problem.to_string()));
+    }
     let adhoc = match &args.playbook {
         Some(path) => Some(load_playbook_file(path)?),
         None => None,
     };
-    let inventory_name = inv
-        .name
-        .as_ref()
-        .map(|n| n.value.clone())
-        .unwrap_or_else(|| {
-            args.inventory
-                .file_stem()
-                .map_or("inventory".into(), |s| s.to_string_lossy().into_owned())
-        });
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| crate::state::for_inventory(&inventory_name));
+    let state_dir = super::state_dir(args.state_dir.as_deref(), inv, &args.inventory);
     let mut image = BuildOptions::new(&args.machines.release)?;
     image.data = data.clone();
     if let Some(cache) = &args.machines.cache {
@@ -218,22 +211,10 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
             eprintln!("note: {note}");
         }
     }
-    let tasks = prepared.spec.tasks.len();
-    if tasks == 0 {
+    if prepared.spec.tasks.is_empty() {
         eprintln!("nothing to do: no task matches --limit / --shard / --layer");
         return Ok(Outcome::Success);
     }
-    let command: Vec<String> = std::env::args().collect();
-    let lock =
-        RunLock::acquire(&state_dir, &command.join(" ")).map_err(crate::exec::ExecError::from)?;
-    if let Some(prev) = &lock.previous {
-        eprintln!(
-            "note: a previous apply (pid {} on {}, started {}) ended without releasing the lock; \
-             its journal is kept and this run resumes from it",
-            prev.pid, prev.host, prev.started
-        );
-    }
-    let sink = make_sink(g, args, tasks)?;
     let opts = RunOptions {
         parallel: args.parallel,
         max_fail: args.max_fail,
@@ -243,8 +224,49 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
         skip_tags: args.skip_tags.clone(),
         force: args.force,
         recreate: args.machines.recreate,
-        state_dir: Some(state_dir),
+        state_dir: Some(state_dir.clone()),
     };
+    let log = LogArgs {
+        format: args.log_format,
+        file: args.log_file.clone(),
+        diffs: args.diff || args.check,
+    };
+    let (summary, _) = run_prepared(g, &log, &state_dir, prepared, renderer, data, &opts)?;
+    Ok(summary)
+}
+
+/// Where a run's events go.
+pub(super) struct LogArgs {
+    /// Text lines or JSON.
+    pub format: LogFormat,
+    /// A file instead of standard error.
+    pub file: Option<PathBuf>,
+    /// Show diffs in the progress display.
+    pub diffs: bool,
+}
+
+/// Takes the run lock of `state_dir`, runs the prepared tasks (Ctrl-C
+/// stops them gracefully), prints the summary table; returns the outcome and the summary.
+pub(super) fn run_prepared(
+    g: &GlobalOpts,
+    log: &LogArgs,
+    state_dir: &Path,
+    prepared: crate::exec::prepare::Prepared,
+    renderer: Renderer,
+    data: DataDir,
+    opts: &RunOptions,
+) -> Result<(Outcome, crate::exec::RunSummary), Error> {
+    let command: Vec<String> = std::env::args().collect();
+    let lock =
+        RunLock::acquire(state_dir, &command.join(" ")).map_err(crate::exec::ExecError::from)?;
+    if let Some(prev) = &lock.previous {
+        eprintln!(
+            "note: a previous apply (pid {} on {}, started {}) ended without releasing the lock; \
+             its journal is kept and this run resumes from it",
+            prev.pid, prev.host, prev.started
+        );
+    }
+    let sink = make_sink(g, log, prepared.spec.tasks.len())?;
     let runtime = super::runtime()?;
     let summary = runtime.block_on(async {
         let executor = Executor::new(Arc::new(renderer), Arc::new(data), prepared.connector, sink);
@@ -261,7 +283,7 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
             }
             cancel.abort();
         });
-        let summary = executor.run(prepared.spec, &opts).await;
+        let summary = executor.run(prepared.spec, opts).await;
         summary.map(|s| (s, executor.redactor()))
     });
     drop(lock);
@@ -269,11 +291,12 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
     if !g.quiet {
         print!("{}", redactor.redact(&summary.table()));
     }
-    Ok(match summary.exit_code() {
+    let outcome = match summary.exit_code() {
         0 => Outcome::Success,
         130 => Outcome::Interrupted,
         _ => Outcome::Failed,
-    })
+    };
+    Ok((outcome, summary))
 }
 
 /// Reads an ad-hoc playbook given with `--playbook`.
@@ -289,9 +312,9 @@ fn load_playbook_file(path: &Path) -> Result<Arc<Playbook>, Error> {
     )?))
 }
 
-fn make_sink(g: &GlobalOpts, args: &ApplyArgs, tasks: usize) -> Result<Arc<dyn EventSink>, Error> {
+fn make_sink(g: &GlobalOpts, log: &LogArgs, tasks: usize) -> Result<Arc<dyn EventSink>, Error> {
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
-    let file = match &args.log_file {
+    let file = match &log.file {
         Some(path) => Some(Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|source| Error::Io {
                 what: "creating the log file".into(),
@@ -301,16 +324,16 @@ fn make_sink(g: &GlobalOpts, args: &ApplyArgs, tasks: usize) -> Result<Arc<dyn E
         )) as Box<dyn std::io::Write + Send>),
         None => None,
     };
-    match (args.log_format, file) {
+    match (log.format, file) {
         (LogFormat::Json, Some(f)) => sinks.push(Box::new(JsonSink::new(f))),
         (LogFormat::Json, None) => sinks.push(Box::new(JsonSink::new(Box::new(std::io::stderr())))),
         (LogFormat::Text, Some(f)) => sinks.push(Box::new(TextSink::new(f, true))),
         (LogFormat::Text, None) => {}
     }
-    let json_on_stderr = args.log_format == LogFormat::Json && args.log_file.is_none();
+    let json_on_stderr = log.format == LogFormat::Json && log.file.is_none();
     if !g.quiet && !json_on_stderr {
         if std::io::stderr().is_terminal() {
-            sinks.push(Box::new(ProgressSink::new(tasks, args.diff || args.check)));
+            sinks.push(Box::new(ProgressSink::new(tasks, log.diffs)));
         } else {
             sinks.push(Box::new(TextSink::new(
                 Box::new(std::io::stderr()),

@@ -18,6 +18,9 @@ the check.
 Exit codes: 0 valid (warnings allowed), 2 invalid inventory, 1 the file could
 not be read.
 
+Beyond the file itself, check verifies that `versions.k3s` is a release the
+artifact manifest pins (images/manifest.yaml of --data-dir or the built-in one).
+
 With --format json, one JSON object goes to standard output instead:
 {\"file\", \"valid\", \"summary\", \"diagnostics\": [{\"severity\", \"file\", \"line\",
 \"col\", \"message\", \"hint\"}]}, for CI annotations and editor plugins.
@@ -64,10 +67,25 @@ Examples:
 /// Runs `edgeforge check`.
 pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
     if args.format == CheckFormat::Json {
-        return run_json(&args, &args.inventory.display().to_string());
+        return run_json(g, &args, &args.inventory.display().to_string());
     }
     match super::load_inventory(g, &args.inventory) {
         Ok(loaded) => {
+            if let Some(problem) = super::k3s_version_problem(g, &loaded.inventory, &args.inventory)
+            {
+                let color = use_color(
+                    g.color,
+                    std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                );
+                print_diagnostics(std::slice::from_ref(&problem), g.quiet, color);
+                eprintln!(
+                    "{}: invalid: 1 error, {} warning{}",
+                    args.inventory.display(),
+                    loaded.warnings.len(),
+                    plural(loaded.warnings.len())
+                );
+                return Outcome::InvalidInput;
+            }
             if !g.quiet {
                 println!(
                     "{}: ok: {}{}",
@@ -87,13 +105,21 @@ pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
 }
 
 /// `edgeforge check --format json`: the same outcome as one JSON object.
-fn run_json(args: &CheckArgs, shown: &str) -> Outcome {
+fn run_json(g: &GlobalOpts, args: &CheckArgs, shown: &str) -> Outcome {
     let (outcome, summary, diagnostics) = match inventory::load(&args.inventory) {
-        Ok(loaded) => (
-            Outcome::Success,
-            Some(summary(&loaded.inventory)),
-            loaded.warnings,
-        ),
+        Ok(loaded) => match super::k3s_version_problem(g, &loaded.inventory, &args.inventory) {
+            Some(problem) => {
+                let mut all = loaded.warnings;
+                all.push(problem);
+                all.sort_by_key(|d| (d.line, d.col));
+                (Outcome::InvalidInput, None, all)
+            }
+            None => (
+                Outcome::Success,
+                Some(summary(&loaded.inventory)),
+                loaded.warnings,
+            ),
+        },
         Err(LoadError::Invalid(diags)) => (Outcome::InvalidInput, None, diags),
         Err(e @ LoadError::Io { .. }) => {
             let cause = std::error::Error::source(&e)

@@ -17,8 +17,10 @@ mod apply;
 mod bmc;
 mod check;
 mod images;
+mod kubeconfig;
 mod lab;
 mod plan;
+mod reset;
 
 /// How a command ended, mapped onto the documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +108,43 @@ pub(crate) fn load_inventory(
             Err(Outcome::Failed)
         }
     }
+}
+
+/// The inventory's `versions.k3s` against the artifact manifest of the data
+/// directory: a diagnostic when the manifest does not pin it.
+pub(crate) fn k3s_version_problem(
+    g: &GlobalOpts,
+    inv: &crate::inventory::Inventory,
+    path: &std::path::Path,
+) -> Option<crate::inventory::Diagnostic> {
+    let data = crate::data::DataDir::new(g.data_dir.as_deref());
+    let manifest = crate::artifacts::Manifest::from_data(&data).ok()?;
+    let pinned: Vec<String> = manifest
+        .spec("k3s")
+        .map(|s| s.pins.keys().cloned().collect())
+        .unwrap_or_default();
+    crate::inventory::check_k3s_version(inv, &path.display().to_string(), &pinned)
+}
+
+/// The state directory of an inventory: `--state-dir`, else
+/// `$XDG_STATE_HOME/edgeforge/<inventory name, else file stem>`.
+pub(crate) fn state_dir(
+    explicit: Option<&std::path::Path>,
+    inv: &crate::inventory::Inventory,
+    path: &std::path::Path,
+) -> PathBuf {
+    if let Some(dir) = explicit {
+        return dir.to_path_buf();
+    }
+    let name = inv
+        .name
+        .as_ref()
+        .map(|n| n.value.clone())
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .map_or("inventory".into(), |s| s.to_string_lossy().into_owned())
+        });
+    crate::state::for_inventory(&name)
 }
 
 /// A multi-threaded tokio runtime for a command.
@@ -216,6 +255,10 @@ pub enum Command {
     /// Bare metal through its Redfish BMC: status, power, boot device, virtual media.
     #[command(subcommand, after_help = bmc::BMC_EXAMPLES)]
     Bmc(bmc::BmcCommand),
+    /// Print a site's kubeconfig, or merge it into ~/.kube/config.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Take k3s off a site's nodes (or one node): Node deleted, k3s uninstalled.
+    Reset(reset::ResetArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -242,6 +285,8 @@ pub fn main() -> ExitCode {
         Command::Images(cmd) => images::run(&cli.global, cmd),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Bmc(cmd) => bmc::run(&cli.global, cmd),
+        Command::Kubeconfig(args) => kubeconfig::run(&cli.global, args),
+        Command::Reset(args) => reset::run(&cli.global, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "edgeforge", &mut std::io::stdout());

@@ -250,6 +250,95 @@ pub fn prepare(
     })
 }
 
+/// Turns a reset plan into the run's tasks (each node's `k3s/reset`, and
+/// the federation's unjoin tasks when that playbook exists) and the
+/// connector that reaches their targets.
+pub fn prepare_reset(
+    inv: &Inventory,
+    reset: &[crate::plan::reset::ResetTask<'_>],
+    opts: &PrepareOptions<'_>,
+) -> Result<Prepared, PrepareError> {
+    let views: BTreeMap<&str, NodeView<'_>> =
+        inv.nodes().map(|v| (v.node.name.as_str(), v)).collect();
+    let mut playbooks: BTreeMap<&'static str, Option<Arc<Playbook>>> = BTreeMap::new();
+    let mut tasks: Vec<ExecTask> = Vec::new();
+    let mut index: Vec<Option<usize>> = vec![None; reset.len()];
+    let mut left_out: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (i, t) in reset.iter().enumerate() {
+        let key = t.action.playbook();
+        let pb = match playbooks.get(key) {
+            Some(pb) => pb.clone(),
+            None => {
+                let pb = load_playbook(opts, key)?;
+                playbooks.insert(key, pb.clone());
+                pb
+            }
+        };
+        let Some(pb) = pb else {
+            *left_out.entry(key).or_default() += 1;
+            continue;
+        };
+        let view = t.node.and_then(|n| views.get(n.name.as_str()));
+        let (subject, context, secrets, target) = match view {
+            Some(view) => (
+                view.node.name.value.clone(),
+                crate::context::node(inv, view),
+                secrets(view)?,
+                Target::Host(view.node.name.value.clone()),
+            ),
+            None => (
+                format!("site/{}", t.site.name.as_str()),
+                crate::context::site(inv, t.site),
+                BTreeMap::new(),
+                match pb.target {
+                    TargetKind::Federation => Target::Federation,
+                    _ => Target::Cluster(t.site.name.value.clone()),
+                },
+            ),
+        };
+        let deps = t
+            .deps
+            .iter()
+            .filter_map(|d| index.get(*d).copied().flatten())
+            .collect();
+        index[i] = Some(tasks.len());
+        tasks.push(ExecTask {
+            key: t.key(),
+            subject,
+            site: t.site.name.value.clone(),
+            node: t.node.map(|n| n.name.value.clone()),
+            layer: "reset".into(),
+            target,
+            playbook: pb,
+            context,
+            secrets,
+            data: TaskData::None,
+            deps,
+            group: None,
+        });
+    }
+    let notes = left_out
+        .iter()
+        .map(|(pb, n)| {
+            format!("{n} task(s) of `{pb}` have no playbook in this build and are left out")
+        })
+        .collect();
+    // Lab VMs keep the host keys edgeforge made for them.
+    let libvirt: std::collections::BTreeSet<&str> = reset
+        .iter()
+        .filter_map(|t| t.node)
+        .filter(|n| matches!(n.machine, Machine::Libvirt { .. }))
+        .map(|n| n.name.as_str())
+        .collect();
+    let vms = lab_vms(inv, &libvirt)?;
+    let connector = InventoryConnector::new(inv, &tasks, &vms, opts)?;
+    Ok(Prepared {
+        spec: RunSpec { tasks },
+        connector: Arc::new(connector),
+        notes,
+    })
+}
+
 /// The rolling group of a node's k3s task: a site's servers one at a time,
 /// then its agents, `--max-unavailable` of them at once.
 fn k3s_group(task: &Task<'_>, max_unavailable: super::select::MaxUnavailable) -> Option<TaskGroup> {
@@ -366,6 +455,14 @@ fn vm_tasks(
         .filter(|t| matches!(t.action, crate::plan::Action::DefineVm { .. }))
         .filter_map(|t| t.node.map(|n| n.name.as_str()))
         .collect();
+    lab_vms(inv, &wanted)
+}
+
+/// The lab VMs among `wanted` nodes, with the lab's keys (generated once).
+fn lab_vms(
+    inv: &Inventory,
+    wanted: &std::collections::BTreeSet<&str>,
+) -> Result<BTreeMap<String, Arc<VmTask>>, PrepareError> {
     if wanted.is_empty() {
         return Ok(BTreeMap::new());
     }

@@ -54,6 +54,7 @@
 
 mod limit;
 mod render;
+pub mod reset;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
