@@ -762,3 +762,301 @@ fn reference_documents_every_field_of_the_schema() {
         "fields not in docs/inventory.md: {missing:?}"
     );
 }
+
+// ------------------------------------------------------------------- k3s
+
+/// A site with three servers for the k3s rules; lines below refer to it.
+const HA: &str = "\
+apiVersion: edgeforge/v1
+defaults:
+  k3s:
+    clusterCidr: 10.42.0.0/16
+sites:
+  - name: ha
+    nodes:
+      - name: s1
+        role: server
+        address: 10.1.0.1
+      - name: s2
+        role: server
+        address: 10.1.0.2
+      - name: s3
+        role: server
+        address: 10.1.0.3
+        k3s:
+          clusterCidr: 10.52.0.0/16
+";
+
+#[test]
+fn servers_must_agree_on_critical_k3s_values() {
+    let d = one(
+        HA,
+        Severity::Error,
+        18,
+        24,
+        &[
+            "`clusterCidr` (cluster-cidr) of server `s3`",
+            "`10.52.0.0/16`",
+            "`s1`",
+        ],
+    );
+    assert!(d.hint.contains("defaults.k3s.clusterCidr"), "{d}");
+    // Agents may differ; so may non-critical settings.
+    let agents = HA.replace(
+        "        role: server\n        address: 10.1.0.3",
+        "        role: agent\n        address: 10.1.0.3",
+    );
+    assert!(
+        diags(&agents)
+            .iter()
+            .all(|d| d.severity == Severity::Warning),
+        "{:?}",
+        diags(&agents)
+    );
+    // `disable` compares as a set, and a value set on one server only differs from k3s's default.
+    let set = HA
+        .replace(
+            "    clusterCidr: 10.42.0.0/16\n",
+            "    disable: [traefik, servicelb]\n",
+        )
+        .replace(
+            "          clusterCidr: 10.52.0.0/16\n",
+            "          disable: [servicelb, traefik]\n",
+        );
+    assert!(diags(&set).is_empty(), "{:?}", diags(&set));
+    let one_only = HA
+        .replace("    clusterCidr: 10.42.0.0/16\n", "    {}\n")
+        .replace(
+            "          clusterCidr: 10.52.0.0/16\n",
+            "          embeddedRegistry: true\n",
+        );
+    let d = one(
+        &one_only,
+        Severity::Error,
+        18,
+        29,
+        &["embeddedRegistry", "(k3s's default)"],
+    );
+    assert!(d.message.contains("`true`"), "{d}");
+}
+
+#[test]
+fn k3s_values_are_what_k3s_takes() {
+    let with = |k3s: &str| {
+        replace(
+            "        address: 10.1.0.1\n",
+            &format!("        address: 10.1.0.1\n        k3s:\n{k3s}"),
+        )
+    };
+    one(
+        &with("          nodeIp: 10.1.0.300\n"),
+        Severity::Error,
+        15,
+        19,
+        &["`nodeIp`", "not an IP"],
+    );
+    let d = one(
+        &with("          flannelBackend: vxlam\n"),
+        Severity::Error,
+        15,
+        27,
+        &["`vxlam`"],
+    );
+    assert!(d.hint.contains("Did you mean `vxlan`"), "{d}");
+    one(
+        &with("          disable: [traefik, helm]\n"),
+        Severity::Error,
+        15,
+        30,
+        &["`helm`"],
+    );
+    one(
+        &with("          nodeTaints: [\"edge\"]\n"),
+        Severity::Error,
+        15,
+        24,
+        &["`edge`", "key[=value]:Effect"],
+    );
+    assert!(
+        diags(&with(
+            "          nodeTaints: [\"dedicated=edge:NoSchedule\", \"gpu:NoExecute\"]\n"
+        ))
+        .is_empty()
+    );
+    one(
+        &with("          writeKubeconfigMode: \"0644x\"\n"),
+        Severity::Error,
+        15,
+        32,
+        &["octal"],
+    );
+    one(
+        &with("          serviceCidr: 10.43.0.0/16\n          clusterDns: 10.44.0.10\n"),
+        Severity::Error,
+        16,
+        23,
+        &["outside `serviceCidr`"],
+    );
+    let d = one(
+        &with("          extraConfig:\n            cluster-init: true\n"),
+        Severity::Error,
+        16,
+        13,
+        &["`cluster-init`", "writes into config.yaml itself"],
+    );
+    assert!(d.hint.contains("derives it"), "{d}");
+    let d = one(
+        &with("          extraConfig:\n            disable: [traefik]\n"),
+        Severity::Error,
+        16,
+        13,
+        &["`disable`"],
+    );
+    assert!(d.hint.contains("`disable`"), "{d}");
+    one(
+        &with(
+            "          registryConfigs:\n            registry.example.com:\n              password: {env: REG_PW}\n",
+        ),
+        Severity::Error,
+        16,
+        13,
+        &["`password` but no `username`"],
+    );
+    one(
+        &with(
+            "          registryConfigs:\n            \"https://registry.example.com\": {username: u}\n",
+        ),
+        Severity::Error,
+        16,
+        13,
+        &["not a registry host"],
+    );
+}
+
+#[test]
+fn the_kubeconfig_address_must_be_covered_by_tls_san() {
+    // The first server is reached at its address, which k3s puts in its
+    // certificate unless node-ip says it uses another one.
+    let other_ip = replace(
+        "        address: 10.1.0.1\n",
+        "        address: 10.1.0.1\n        k3s:\n          nodeIp: 192.168.7.1\n",
+    );
+    let d = one(
+        &other_ip,
+        Severity::Error,
+        13,
+        18,
+        &["`10.1.0.1`", "`a-1`", "does not cover"],
+    );
+    assert!(d.hint.contains("tlsSan"), "{d}");
+    let covered = replace(
+        "        address: 10.1.0.1\n",
+        "        address: 10.1.0.1\n        k3s:\n          nodeIp: 192.168.7.1\n          tlsSan: [10.1.0.1]\n",
+    );
+    assert!(diags(&covered).is_empty(), "{:?}", diags(&covered));
+    // An explicit API address must be in every server's certificate.
+    let api = replace(
+        "    nodes:\n",
+        "    cluster: {apiServer: \"https://api.site-a.example.com:6443\"}\n    nodes:\n",
+    );
+    one(&api, Severity::Error, 10, 26, &["`api.site-a.example.com`"]);
+    let api_ok = api.replace(
+        "sites:\n",
+        "defaults:\n  k3s: {tlsSan: [api.site-a.example.com]}\nsites:\n",
+    );
+    assert!(diags(&api_ok).is_empty(), "{:?}", diags(&api_ok));
+    one(
+        &replace(
+            "    nodes:\n",
+            "    cluster: {apiServer: \"http://api:6443\"}\n    nodes:\n",
+        ),
+        Severity::Error,
+        10,
+        26,
+        &["not an https URL"],
+    );
+}
+
+#[test]
+fn vm_cluster_addresses_lie_in_their_network_and_are_unique() {
+    let lab = |a1: &str, a2: &str, network: &str| {
+        format!(
+            "apiVersion: edgeforge/v1\nhypervisors:\n  - name: local\n    uri: qemu:///system\n{network}\
+             sites:\n  - name: s\n    nodes:\n\
+             \x20     - {{name: n1, role: server, address: 127.0.0.1, machine: {{type: libvirt, hypervisor: local, sshForwardPort: 2201, apiForwardPort: 2206, clusterAddress: {a1}}}}}\n\
+             \x20     - {{name: n2, role: agent, address: 127.0.0.1, machine: {{type: libvirt, hypervisor: local, sshForwardPort: 2202, clusterAddress: {a2}}}}}\n"
+        )
+    };
+    let net = "    clusterNetwork: {name: ef-lab, cidr: 10.77.0.0/24}\n";
+    assert!(diags(&lab("10.77.0.11", "10.77.0.12", net)).is_empty());
+    one(
+        &lab("10.77.0.11", "10.78.0.12", net),
+        Severity::Error,
+        10,
+        135,
+        &["10.78.0.12", "10.77.0.0/24"],
+    );
+    one(
+        &lab("10.77.0.11", "10.77.0.11", net),
+        Severity::Error,
+        10,
+        135,
+        &["already used", "line 9"],
+    );
+    one(
+        &lab("10.77.0.11", "10.77.0.255", net),
+        Severity::Error,
+        10,
+        135,
+        &["not a host address"],
+    );
+    let d = diags(&lab("10.77.0.11", "10.77.0.12", ""));
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!((d[0].line, d[0].col), (8, 158), "{}", d[0]);
+    assert!(d[0].message.contains("no `clusterNetwork`"), "{}", d[0]);
+    let clash = lab("10.77.0.11", "10.77.0.12", net)
+        .replace("apiForwardPort: 2206", "apiForwardPort: 2201");
+    one(
+        &clash,
+        Severity::Error,
+        9,
+        136,
+        &["`apiForwardPort` 2201", "already forwarded"],
+    );
+    let loaded = inventory::load_str("t.yaml", &lab("10.77.0.11", "10.77.0.12", net))
+        .unwrap()
+        .inventory;
+    assert_eq!(
+        inventory::Inventory::api_server(&loaded.sites[0]).as_deref(),
+        Some("https://127.0.0.1:2206")
+    );
+    let n2 = loaded.nodes().nth(1).unwrap();
+    assert_eq!(
+        (n2.k3s_node_ip(), n2.k3s_flannel_iface()),
+        (Some("10.77.0.12"), Some(inventory::CLUSTER_NIC))
+    );
+}
+
+#[test]
+fn k3s_version_must_be_pinned_by_the_manifest() {
+    let text = replace(
+        "hypervisors:\n",
+        "versions: {k3s: v1.99.0+k3s1}\nhypervisors:\n",
+    );
+    let inv = inventory::load_str("t.yaml", &text).unwrap().inventory;
+    let pinned = vec!["v1.34.2+k3s1".to_string()];
+    let d = inventory::check_k3s_version(&inv, "t.yaml", &pinned).expect("refused");
+    assert_eq!((d.severity, d.line, d.col), (Severity::Error, 2, 17), "{d}");
+    assert!(
+        d.message.contains("`v1.99.0+k3s1`") && d.message.contains("v1.34.2+k3s1"),
+        "{d}"
+    );
+    assert!(
+        d.hint.contains("edgeforge images pin k3s v1.99.0+k3s1"),
+        "{d}"
+    );
+    let ok = inventory::load_str("t.yaml", &text.replace("v1.99.0", "v1.34.2"))
+        .unwrap()
+        .inventory;
+    assert!(inventory::check_k3s_version(&ok, "t.yaml", &pinned).is_none());
+}

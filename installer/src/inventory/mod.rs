@@ -18,3 +18,4 @@ pub use load::{LAB_IDENTITY_FILE, LoadError, Loaded, load, load_str, resolve_pat
 pub use model::*;
 pub use resolve::NodeView;
 pub use schema::json_schema;
+pub use validate::check_k3s_version;

@@ -54,7 +54,7 @@ pub struct Inventory {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Versions {
-    /// k3s release, e.g. `v1.31.4+k3s1`.
+    /// k3s release, e.g. `v1.34.2+k3s1`.
     #[serde(default)]
     pub k3s: Option<Sp<String>>,
     /// Base OS image (artifact name) for VM nodes, e.g. `debian-12-base`.

@@ -68,6 +68,38 @@ pub(crate) fn check_meaning(root: &Node, base_dir: &Path, diags: &mut Diagnostic
     }
 }
 
+/// The inventory's `versions.k3s` must be a release the artifact manifest
+/// pins (`pinned`), or the k3s layer has no binary to place; `None` when it
+/// is (or the inventory leaves it to the manifest's default).
+pub fn check_k3s_version(
+    inv: &super::Inventory,
+    file: &str,
+    pinned: &[String],
+) -> Option<super::Diagnostic> {
+    let v = inv.versions.k3s.as_ref()?;
+    if pinned.contains(&v.value) {
+        return None;
+    }
+    let mut diags = Diagnostics::new(file);
+    diags.error(
+        (v.line, v.col),
+        format!(
+            "`versions.k3s` is `{}`, which the artifact manifest does not pin (it has: {}).",
+            v.value,
+            if pinned.is_empty() {
+                "none".to_string()
+            } else {
+                pinned.join(", ")
+            }
+        ),
+        format!(
+            "Use one of those, or record the release's hashes with `edgeforge images pin k3s {}`.",
+            v.value
+        ),
+    );
+    diags.into_sorted().pop()
+}
+
 /// k3s settings every server of a cluster must have the same value for
 /// (inventory field, k3s flag).
 const CRITICAL_K3S: [(&str, &str); 6] = [
@@ -494,10 +526,7 @@ impl Checker<'_> {
                 let local = info.local;
                 let cluster_cidr = info.cluster_cidr;
                 self.cluster_address(machine, node_name, hv_name, cluster_cidr);
-                if let Some(api) = machine.get("apiForwardPort") {
-                    self.api_forward_port(api, hv_name, user_mode);
-                }
-                match (user_mode, forward) {
+                let ssh_port = match (user_mode, forward) {
                     (true, None) => {
                         self.diags.error(
                             machine.at(),
@@ -542,7 +571,11 @@ impl Checker<'_> {
                         None
                     }
                     (false, None) => None,
+                };
+                if let Some(api) = machine.get("apiForwardPort") {
+                    self.api_forward_port(api, hv_name, user_mode);
                 }
+                ssh_port
             }
             Some("redfish") => {
                 if let Some(endpoint) = machine.get("endpoint") {
@@ -603,7 +636,7 @@ impl Checker<'_> {
             None => self.diags.error(
                 addr_node.at(),
                 format!(
-                    "Node `{node_name}` has a `clusterAddress`, but hypervisor `{hv_name}` has no                      `clusterNetwork` for it."
+                    "Node `{node_name}` has a `clusterAddress`, but hypervisor `{hv_name}` has no `clusterNetwork` for it."
                 ),
                 "Add `clusterNetwork: {name: ef-lab, cidr: 10.77.0.0/24}` to the hypervisor.",
             ),
@@ -611,7 +644,7 @@ impl Checker<'_> {
                 self.diags.error(
                     addr_node.at(),
                     format!(
-                        "`clusterAddress` {ip} is not a host address of `{hv_name}`'s cluster                          network {net}."
+                        "`clusterAddress` {ip} is not a host address of `{hv_name}`'s cluster network {net}."
                     ),
                     format!("Pick an address inside {net} (not its first or last)."),
                 )
@@ -622,7 +655,7 @@ impl Checker<'_> {
                     self.diags.error(
                         addr_node.at(),
                         format!(
-                            "`clusterAddress` {ip} on hypervisor `{hv_name}` is already used by                              the VM at line {line}."
+                            "`clusterAddress` {ip} on hypervisor `{hv_name}` is already used by the VM at line {line}."
                         ),
                         "Give each VM its own cluster address.",
                     );
@@ -639,7 +672,7 @@ impl Checker<'_> {
             self.diags.warning(
                 port_node.at(),
                 format!(
-                    "`apiForwardPort` is ignored: hypervisor `{hv_name}` does not use user-mode                      networking."
+                    "`apiForwardPort` is ignored: hypervisor `{hv_name}` does not use user-mode networking."
                 ),
                 "Remove it; the API server is reached at the VM's address.",
             );
@@ -653,7 +686,7 @@ impl Checker<'_> {
             self.diags.error(
                 port_node.at(),
                 format!(
-                    "`apiForwardPort` {port} on hypervisor `{hv_name}` is already forwarded for                      the VM at line {line}."
+                    "`apiForwardPort` {port} on hypervisor `{hv_name}` is already forwarded for the VM at line {line}."
                 ),
                 "Give each forward on a hypervisor its own loopback port.",
             );
@@ -679,10 +712,10 @@ impl Checker<'_> {
                         self.diags.error(
                             at,
                             format!(
-                                "`{field}` ({flag}) of server `{name}` is {text}, but server                                  `{first_name}` of site `{site_name}` has {first_text}; every                                  server of a cluster must have the same value."
+                                "`{field}` ({flag}) of server `{name}` is {text}, but server `{first_name}` of site `{site_name}` has {first_text}; every server of a cluster must have the same value."
                             ),
                             format!(
-                                "Set `{field}` once for the site (`defaults.k3s.{field}`), not                                  per server."
+                                "Set `{field}` once for the site (`defaults.k3s.{field}`), not per server."
                             ),
                         );
                     }
@@ -710,7 +743,7 @@ impl Checker<'_> {
                     self.diags.error(
                         url_node.at(),
                         format!("`apiServer` `{text}` is not an https URL."),
-                        "Write the URL the operator reaches the API at, e.g.                          `https://lab-api.example.com:6443`.",
+                        "Write the URL the operator reaches the API at, e.g. `https://lab-api.example.com:6443`.",
                     );
                     return;
                 };
@@ -752,12 +785,15 @@ impl Checker<'_> {
                     .iter()
                     .filter_map(|n| n.as_str().map(str::to_owned)),
             );
-            let node_ip = k3s("nodeIp").and_then(Node::as_str).or_else(|| {
-                server
-                    .get("machine")
-                    .and_then(|m| m.get("clusterAddress"))
-                    .and_then(Node::as_str)
-            });
+            let node_ip = k3s("nodeIp")
+                .and_then(Node::as_str)
+                .filter(|t| t.parse::<IpAddr>().is_ok())
+                .or_else(|| {
+                    server
+                        .get("machine")
+                        .and_then(|m| m.get("clusterAddress"))
+                        .and_then(Node::as_str)
+                });
             covered.extend(node_ip.map(str::to_owned));
             covered.extend(
                 k3s("nodeExternalIp")
@@ -777,10 +813,10 @@ impl Checker<'_> {
                 self.diags.error(
                     at,
                     format!(
-                        "The kubeconfig will reach the API at `{host}`, which server `{name}`'s                          certificate does not cover (its `tlsSan`, name and node addresses)."
+                        "The kubeconfig will reach the API at `{host}`, which server `{name}`'s certificate does not cover (its `tlsSan`, name and node addresses)."
                     ),
                     format!(
-                        "Add `{host}` to `tlsSan` (e.g. in the site's `defaults.k3s`), or set                          `cluster.apiServer` to an address the certificate covers."
+                        "Add `{host}` to `tlsSan` (e.g. in the site's `defaults.k3s`), or set `cluster.apiServer` to an address the certificate covers."
                     ),
                 );
                 return;
@@ -1011,7 +1047,7 @@ impl Checker<'_> {
                     ),
                     match field {
                         Some(f) => format!("Use the k3s setting `{f}` instead."),
-                        None => "Remove it; edgeforge derives it from the cluster (first server,                                  node names and labels)."
+                        None => "Remove it; edgeforge derives it from the cluster (first server, node names and labels)."
                             .to_string(),
                     },
                 );
