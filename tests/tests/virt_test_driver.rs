@@ -41,7 +41,9 @@ fn spec(name: &str, lab: &str, port: u16) -> VmSpec {
         network: NicSpec::User {
             forward_address: "127.0.0.1".into(),
             ssh_forward_port: port,
+            api_forward_port: None,
         },
+        cluster: None,
     }
 }
 

@@ -220,7 +220,7 @@ impl Checker<'_> {
                 self.diags.error(
                     name.at(),
                     format!("The cluster network name `{text}` is not a libvirt network name."),
-                    "Use letters, digits, `-`, `_` and `.` (e.g. `ef-lab`).",
+                    "Use 1 to 63 lowercase letters, digits and `-` (e.g. `ef-lab`).",
                 );
             }
             let cluster_cidr = cluster
@@ -1327,12 +1327,9 @@ fn is_dns_name(s: &str) -> bool {
         && !s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
-/// A libvirt object name: letters, digits, `-`, `_`, `.`.
+/// A libvirt object name edgeforge makes: a DNS label.
 fn is_libvirt_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    is_dns_label(s)
 }
 
 /// A Linux interface name: 1 to 15 characters, no `/`, `:` or space.

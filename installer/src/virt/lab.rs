@@ -18,8 +18,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    DEFAULT_MACHINE, DEFAULT_POOL, DEFAULT_POOL_PATH, Hypervisor, NicSpec, SeedSpec, VirtError,
-    VmSpec, VmState,
+    ClusterNic, DEFAULT_MACHINE, DEFAULT_POOL, DEFAULT_POOL_PATH, Hypervisor, NicSpec, SeedSpec,
+    VirtError, VmSpec, VmState,
 };
 use crate::inventory::{Inventory, Machine, VmNetwork};
 
@@ -102,6 +102,8 @@ impl LabPlan {
             let Machine::Libvirt {
                 hypervisor,
                 ssh_forward_port,
+                api_forward_port,
+                cluster_address,
                 ..
             } = &view.node.machine
             else {
@@ -129,6 +131,7 @@ impl LabPlan {
                     NicSpec::User {
                         forward_address: "127.0.0.1".into(),
                         ssh_forward_port: port,
+                        api_forward_port: *api_forward_port,
                     }
                 }
                 VmNetwork::Nat { name, .. } => NicSpec::Network {
@@ -137,6 +140,33 @@ impl LabPlan {
                 VmNetwork::Bridge { bridge } => NicSpec::Bridge {
                     bridge: bridge.clone(),
                 },
+            };
+            let cluster = match (cluster_address, &hv.cluster_network) {
+                (Some(address), Some(net)) => {
+                    let prefix = net
+                        .cidr
+                        .parse::<ipnet::IpNet>()
+                        .map(|n| n.prefix_len())
+                        .map_err(|_| {
+                            LabError::Invalid(format!(
+                                "line {} column {}: the cluster network `cidr` of hypervisor {} is not a CIDR",
+                                net.cidr.line, net.cidr.col, hv.name.value
+                            ))
+                        })?;
+                    Some(ClusterNic::new(
+                        &domain_name(&name, node),
+                        &net.name,
+                        address,
+                        prefix,
+                    ))
+                }
+                (Some(address), None) => {
+                    return Err(LabError::Invalid(format!(
+                        "line {} column {}: node {} has a `clusterAddress` but hypervisor {} has no `clusterNetwork`",
+                        address.line, address.col, node.value, hv.name.value
+                    )));
+                }
+                (None, _) => None,
             };
             let port = view.ssh.port.or(*ssh_forward_port).unwrap_or(22);
             let spec = VmSpec {
@@ -150,6 +180,7 @@ impl LabPlan {
                 seed_sha256: String::new(),
                 machine: DEFAULT_MACHINE.into(),
                 network,
+                cluster,
             };
             let vm = LabVm {
                 node: node.value.clone(),
@@ -279,6 +310,7 @@ impl LabKeys {
             authorized_key: read_key(&pub_path(&self.identity))?.trim().to_owned(),
             host_key_private: read_key(&key)?,
             host_key_public: read_key(&pub_path(&key))?.trim().to_owned(),
+            cluster: vm.spec.cluster.clone(),
         })
     }
 }
@@ -392,6 +424,17 @@ pub async fn down(
         if removed.undefined || !removed.volumes.is_empty() {
             out.push((name, removed));
         }
+    }
+    // The isolated network goes with the last VM that used it.
+    let mut networks: Vec<&str> = host
+        .vms
+        .iter()
+        .filter_map(|v| v.spec.cluster.as_ref().map(|c| c.network.as_str()))
+        .collect();
+    networks.sort_unstable();
+    networks.dedup();
+    for net in networks {
+        hv.remove_network_if_unused(net).await?;
     }
     Ok(out)
 }

@@ -192,6 +192,9 @@ pub enum NicSpec {
         forward_address: String,
         /// Hypervisor port forwarded to the guest's port 22.
         ssh_forward_port: u16,
+        /// Hypervisor port forwarded to the guest's API server port 6443.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        api_forward_port: Option<u16>,
     },
     /// A libvirt network (NAT).
     Network {
@@ -228,6 +231,42 @@ pub struct VmSpec {
     pub machine: String,
     /// The NIC.
     pub network: NicSpec,
+    /// A second NIC on an isolated network between the VMs, with a static address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterNic>,
+}
+
+/// A VM's NIC on its hypervisor's isolated cluster network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterNic {
+    /// The libvirt network.
+    pub network: String,
+    /// The guest's static address on it, with the prefix length (`10.77.0.11/24`).
+    pub address: String,
+    /// Its MAC address (derived from the domain name).
+    pub mac: String,
+    /// The MAC of the VM's first NIC (so the guest tells the two apart).
+    pub primary_mac: String,
+    /// The interface name cloud-init gives it in the guest.
+    pub iface: String,
+}
+
+impl ClusterNic {
+    /// The cluster NIC of domain `name` on `network` with `address/prefix`;
+    /// stable MACs in QEMU's locally administered range.
+    pub fn new(name: &str, network: &str, address: &str, prefix: u8) -> ClusterNic {
+        let mac = |which: &str| {
+            let h = Sha256::digest(format!("{name}/{which}").as_bytes());
+            format!("52:54:00:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
+        };
+        ClusterNic {
+            network: network.to_string(),
+            address: format!("{address}/{prefix}"),
+            mac: mac("cluster"),
+            primary_mac: mac("primary"),
+            iface: crate::inventory::CLUSTER_NIC.to_string(),
+        }
+    }
 }
 
 impl VmSpec {
@@ -254,6 +293,7 @@ impl VmSpec {
             NicSpec::User {
                 forward_address,
                 ssh_forward_port,
+                ..
             } => format!("{forward_address}:{ssh_forward_port}"),
             _ => String::new(),
         }
@@ -513,9 +553,69 @@ impl Hypervisor {
                 "seed_volume": spec.seed_volume(),
                 "ssh_endpoint": spec.ssh_endpoint(),
                 "network": spec.network,
+                "cluster": spec.cluster,
                 "console_log": console_log(&spec.name),
             }),
         )?)
+    }
+
+    /// Defines, starts and autostarts the isolated network `name` (no
+    /// address on this host, no forwarding) when it is not there or not
+    /// running; true when it did anything.
+    pub async fn ensure_isolated_network(&self, name: &str) -> Result<bool> {
+        check_name("network", name)?;
+        let xml = self.templates.render(
+            "libvirt/isolated-network.xml.tera",
+            &serde_json::json!({ "name": name }),
+        )?;
+        let name = name.to_owned();
+        self.blocking(move |conn| {
+            let mut changed = false;
+            let net = match conn.lookup_network_by_name(&name) {
+                Ok(net) => net,
+                Err(_) => {
+                    changed = true;
+                    conn.define_network_xml(&xml)
+                        .map_err(lv(format!("defining network {name}")))?
+                }
+            };
+            if !net.is_active().unwrap_or(false) {
+                net.create()
+                    .map_err(lv(format!("starting network {name}")))?;
+                changed = true;
+            }
+            let _ = net.set_autostart(true);
+            Ok(changed)
+        })
+        .await
+    }
+
+    /// Removes network `name` unless a defined domain still uses it; true when removed.
+    pub async fn remove_network_if_unused(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.blocking(move |conn| {
+            let Ok(net) = conn.lookup_network_by_name(&name) else {
+                return Ok(false);
+            };
+            let doms = conn
+                .list_all_domains(0)
+                .map_err(lv("listing domains".into()))?;
+            let needle = format!("network='{name}'");
+            let used = doms
+                .iter()
+                .any(|d| d.xml_desc(0).is_ok_and(|x| x.contains(&needle)));
+            if used {
+                return Ok(false);
+            }
+            if net.is_active().unwrap_or(false) {
+                net.destroy()
+                    .map_err(lv(format!("stopping network {name}")))?;
+            }
+            net.undefine()
+                .map_err(lv(format!("undefining network {name}")))?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Starts the defined, stopped domain `name`.
@@ -935,7 +1035,9 @@ mod tests {
             network: NicSpec::User {
                 forward_address: "127.0.0.1".into(),
                 ssh_forward_port: 2201,
+                api_forward_port: None,
             },
+            cluster: None,
         };
         let h = spec.spec_hash();
         assert_eq!(h, spec.clone().spec_hash());
@@ -962,5 +1064,114 @@ mod tests {
         assert_eq!(spec.ssh_endpoint(), "127.0.0.1:2201");
         assert_eq!(spec.disk_volume(), "lab-n1.qcow2");
         assert_eq!(spec.seed_volume(), "lab-n1-seed.img");
+        // Labs without the k3s network keep their recorded spec hash.
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(
+            !json.contains("cluster") && !json.contains("api_forward_port"),
+            "{json}"
+        );
+        let with_nic = VmSpec {
+            cluster: Some(ClusterNic::new("lab-n1", "ef-lab", "10.77.0.11", 24)),
+            ..spec.clone()
+        };
+        assert_ne!(with_nic.spec_hash(), h);
+    }
+
+    #[tokio::test]
+    async fn a_vm_on_a_cluster_network_gets_a_second_nic_and_its_api_forwarded() {
+        let hv = Hypervisor::connect("test:///default", &DataDir::Embedded)
+            .await
+            .unwrap();
+        let nic = ClusterNic::new("lab-n1", "ef-lab", "10.77.0.11", 24);
+        assert_eq!(
+            nic,
+            ClusterNic::new("lab-n1", "ef-lab", "10.77.0.11", 24),
+            "stable"
+        );
+        assert_ne!(nic.mac, nic.primary_mac);
+        assert!(
+            nic.mac.starts_with("52:54:00:") && nic.mac.len() == 17,
+            "{}",
+            nic.mac
+        );
+        let spec = VmSpec {
+            name: "lab-n1".into(),
+            hostname: "n1".into(),
+            lab: "lab".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            disk_gib: 4,
+            image_sha256: "ab".into(),
+            seed_sha256: "cd".into(),
+            machine: "pc".into(),
+            network: NicSpec::User {
+                forward_address: "127.0.0.1".into(),
+                ssh_forward_port: 2211,
+                api_forward_port: Some(2216),
+            },
+            cluster: Some(nic.clone()),
+        };
+        let pool = PoolRef {
+            name: "edgeforge".into(),
+            path: "/var/lib/edgeforge/images".into(),
+        };
+        let base = BaseVolumes {
+            sha256: "ab".into(),
+            image_volume: "ab.qcow2".into(),
+            image_path: "/p/ab.qcow2".into(),
+            image_virtual_size: 1,
+            kernel_path: "/p/vmlinuz".into(),
+            initrd_path: "/p/initrd".into(),
+            uploaded: false,
+        };
+        let xml = hv.domain_xml(&pool, &spec, &base, Accel::Tcg).unwrap();
+        assert!(xml.contains("<range start='2211' to='22'/>"), "{xml}");
+        assert!(xml.contains("<range start='2216' to='6443'/>"), "{xml}");
+        assert!(
+            xml.contains(&format!("<mac address='{}'/>", nic.primary_mac)),
+            "{xml}"
+        );
+        let second = xml
+            .split("<interface type='network'>")
+            .nth(1)
+            .expect("a second NIC");
+        assert!(
+            second.contains(&format!("<mac address='{}'/>", nic.mac)),
+            "{xml}"
+        );
+        assert!(second.contains("<source network='ef-lab'/>"), "{xml}");
+        // The network libvirt defines for it has no address and no forward.
+        assert!(hv.ensure_isolated_network("ef-unit").await.unwrap());
+        assert!(!hv.ensure_isolated_network("ef-unit").await.unwrap());
+        let net = hv
+            .blocking(|conn| {
+                conn.lookup_network_by_name("ef-unit")
+                    .and_then(|n| n.xml_desc(0))
+                    .map_err(lv("reading the network".into()))
+            })
+            .await
+            .unwrap();
+        assert!(!net.contains("<ip") && !net.contains("<forward"), "{net}");
+        assert!(hv.remove_network_if_unused("ef-unit").await.unwrap());
+        // The guest tells its NICs apart by MAC and names the second one.
+        let seed = hv
+            .templates
+            .render(
+                "libvirt/network-config.tera",
+                &serde_json::json!({ "cluster": nic }),
+            )
+            .unwrap();
+        let doc: serde_json::Value = serde_saphyr::from_str(&seed).unwrap();
+        assert_eq!(
+            doc["ethernets"]["primary"]["match"]["macaddress"],
+            nic.primary_mac
+        );
+        assert_eq!(doc["ethernets"]["primary"]["dhcp4"], true);
+        assert_eq!(doc["ethernets"]["cluster"]["match"]["macaddress"], nic.mac);
+        assert_eq!(
+            doc["ethernets"]["cluster"]["set-name"],
+            crate::inventory::CLUSTER_NIC
+        );
+        assert_eq!(doc["ethernets"]["cluster"]["addresses"][0], "10.77.0.11/24");
     }
 }

@@ -26,6 +26,8 @@ pub struct SeedSpec {
     pub host_key_private: String,
     /// The guest's ed25519 host public key.
     pub host_key_public: String,
+    /// The VM's NIC on the isolated cluster network, configured statically.
+    pub cluster: Option<super::ClusterNic>,
 }
 
 /// Renders the seed files and packs them into a FAT image (kept in a temp
@@ -118,6 +120,7 @@ mod tests {
                 "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
                     .into(),
             host_key_public: "ssh-ed25519 AAAAhost".into(),
+            cluster: None,
         };
         let image = build(&templates, &spec).expect("seed");
         let label = Command::new("mlabel")

@@ -100,6 +100,7 @@ async fn qemu_alone(image: &baseimage::BaseImage) -> anyhow::Result<Duration> {
             authorized_key: read(&dir.path().join("id_ed25519.pub"))?.trim().into(),
             host_key_private: read(&host_key)?,
             host_key_public: read(&dir.path().join("host_ed25519.pub"))?.trim().into(),
+            cluster: None,
         },
     )?;
     let overlay = dir.path().join("disk.qcow2");

@@ -4,9 +4,10 @@
 //! `vm_image` makes sure the hypervisor has the pool, the base image (built
 //! from `images/base/` or taken from the cache, uploaded once) and knows
 //! whether guests get KVM or TCG — once per hypervisor per run, whichever VM
-//! task gets there first. `vm_define` creates the VM's cloud-init seed and
-//! disk overlay and defines the domain, or finds it defined with the same
-//! spec; a VM whose recorded spec drifted is reported and rebuilt only with
+//! task gets there first. `vm_define` makes sure the hypervisor's isolated
+//! cluster network runs (for a VM with a cluster address), creates the VM's
+//! cloud-init seed and disk overlay and defines the domain, or finds it
+//! defined with the same spec; a VM whose recorded spec drifted is reported and rebuilt only with
 //! `--recreate`. `vm_boot` starts it (one boot at a time under TCG) and waits
 //! for its SSH server. The cloud-init wait that follows is a `wait` kind.
 
@@ -78,6 +79,14 @@ impl Params for VmDefineParams {
         let task = vm_task(env)?;
         let ready = ready(env).await?;
         let hv = env.hypervisor()?.hypervisor();
+        // The isolated network between the VMs exists before any VM on it.
+        if let Some(cluster) = &task.vm.spec.cluster
+            && !env.check
+            && hv.ensure_isolated_network(&cluster.network).await?
+        {
+            env.reach
+                .progress(&format!("isolated network {} started", cluster.network));
+        }
         let spec = task.vm.finished_spec(&ready.base.sha256, &task.keys)?;
         let wanted = spec.spec_hash();
         let instance_id = format!("{}-{}", spec.name, wanted.get(..12).unwrap_or_default());
