@@ -127,6 +127,21 @@ fn api_error(e: super::client::ClientError) -> String {
     }
 }
 
+/// Flags with a value that are not kubectl's own.
+const VALUE_FLAGS: &[&str] = &[
+    "--description",
+    "--ttl",
+    "--usages",
+    "--groups",
+    "--data-dir",
+    "-d",
+    "--server",
+    "-s",
+    "--token",
+    "-t",
+    "--etcd-snapshot-dir",
+];
+
 /// Options kubectl takes anywhere on its command line.
 #[derive(Default)]
 struct Options {
@@ -165,6 +180,10 @@ fn options(args: &[String]) -> Options {
             o.all_namespaces = true;
         } else if a == "--raw" {
             o.raw = true;
+        } else if VALUE_FLAGS.contains(&a.as_str()) {
+            // Flags of `token`/`etcd-snapshot` read where they are used: skip their value.
+            i += 1;
+        } else if VALUE_FLAGS.iter().any(|f| a.starts_with(&format!("{f}="))) {
         } else {
             o.words.push(a.clone());
         }

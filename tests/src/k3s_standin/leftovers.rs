@@ -10,7 +10,7 @@
 //!
 //! Safety gate (stand-in only): they are made only on a node booted with
 //! systemd (`/run/systemd/system` exists: the lab's guests) or in a network
-//! namespace other than PID 1's (a test's `ip netns exec`), so a stand-in
+//! namespace other than its parent's or PID 1's (a test's `ip netns exec`), so a stand-in
 //! started on a test host itself (the sshd fleet, CI) never touches the
 //! host's links and iptables. `EDGEFORGE_K3S_STANDIN_NETWORK=1` forces them,
 //! `=0` turns them off.
@@ -162,15 +162,20 @@ pub fn create(root: &Path, pod_gateway: &str) {
     log::info("Created KUBE-*, CNI-* and FLANNEL-* iptables chains in the filter and nat tables");
 }
 
-/// True when this process is in another network namespace than PID 1.
+/// True when this process is in another network namespace than its parent or PID 1 (`ip netns exec`).
 fn own_network_namespace() -> bool {
-    match (
-        std::fs::read_link("/proc/self/ns/net"),
-        std::fs::read_link("/proc/1/ns/net"),
-    ) {
-        (Ok(mine), Ok(init)) => mine != init,
-        _ => false,
-    }
+    let Ok(mine) = std::fs::read_link("/proc/self/ns/net") else {
+        return false;
+    };
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getppid() };
+    [
+        format!("/proc/{parent}/ns/net"),
+        "/proc/1/ns/net".to_string(),
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_link(p).ok())
+    .any(|other| other != mine)
 }
 
 fn tool(name: &str) -> bool {
