@@ -114,7 +114,7 @@ fn default_kubeconfig_mode_is_0600_and_the_serving_certificate_covers_tls_san() 
             c.stdin
                 .take()
                 .unwrap()
-                .write_all(pem[start..end].as_bytes())?;
+                .write_all(&pem.as_bytes()[start..end])?;
             c.wait_with_output()
         })
         .unwrap();

@@ -536,11 +536,11 @@ fn scalar(v: &Value) -> String {
     }
 }
 
+/// Flag values by canonical name, in the order first seen.
+type Values = Vec<(&'static str, Vec<String>)>;
+
 /// Parses urfave/cli-style flags; returns the values by canonical name and the positional rest.
-fn parse_flags(
-    command: Command,
-    args: &[String],
-) -> Result<(Vec<(&'static str, Vec<String>)>, Vec<String>), FlagError> {
+fn parse_flags(command: Command, args: &[String]) -> Result<(Values, Vec<String>), FlagError> {
     let mut values: Vec<(&'static str, Vec<String>)> = Vec::new();
     let mut push = |name: &'static str, kind: Kind, value: String| match values
         .iter_mut()

@@ -183,8 +183,7 @@ fn options(args: &[String]) -> Options {
         } else if VALUE_FLAGS.contains(&a.as_str()) {
             // Flags of `token`/`etcd-snapshot` read where they are used: skip their value.
             i += 1;
-        } else if VALUE_FLAGS.iter().any(|f| a.starts_with(&format!("{f}="))) {
-        } else {
+        } else if !VALUE_FLAGS.iter().any(|f| a.starts_with(&format!("{f}="))) {
             o.words.push(a.clone());
         }
         i += 1;
@@ -276,7 +275,7 @@ async fn kubectl(args: Vec<String>, release: &Release) -> Result<String, String>
                     .cloned()
                     .unwrap_or_default(),
             };
-            let single = rest.first().is_some();
+            let single = !rest.is_empty();
             render(
                 plural,
                 &items,

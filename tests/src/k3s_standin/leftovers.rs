@@ -21,7 +21,14 @@ use std::process::Command;
 use super::log;
 
 /// Chains per table and the jumps into them, modelled on kube-proxy, flannel and the CNI portmap plugin.
-const CHAINS: &[(&str, &[&str], &[(&str, &str)])] = &[
+/// A table, the chains k3s's components create in it, and (built-in chain, jump target) rules.
+type TableChains = (
+    &'static str,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+);
+
+const CHAINS: &[TableChains] = &[
     (
         "filter",
         &[

@@ -184,10 +184,10 @@ impl Cluster {
             _ => return None,
         };
         let caller = self.caller(request, store);
-        let allowed = match (needs, caller) {
-            ("node", Some(_)) | ("server", Some("server")) => true,
-            _ => false,
-        };
+        let allowed = matches!(
+            (needs, caller),
+            ("node", Some(_)) | ("server", Some("server"))
+        );
         if !allowed {
             log::error(format!(
                 "Failed to authenticate request from {}: invalid username/password combination",
