@@ -38,6 +38,12 @@
 //! - `EDGEFORGE_K3S_STANDIN_ROOT` (stand-in only) prefixes the absolute
 //!   default paths (`/etc/rancher/...`, `/var/lib/rancher/...`,
 //!   `/var/lib/cni`) so several nodes can run on one test host.
+//! - The network leftovers are made only on a node booted with systemd or
+//!   in a network namespace of its own ([`leftovers`]), never on a test host
+//!   itself; `EDGEFORGE_K3S_STANDIN_NETWORK=1|0` forces them on or off.
+//! - Critical settings are k3s's `CriticalControlArgs`: of `disable`, only
+//!   `servicelb` is critical (reported as `disable-service-lb`), as in k3s;
+//!   the comparison happens when a server first joins, not on restarts.
 //! - The version comes from a trailer appended to the executable
 //!   ([`release`] writes copies with their own trailer, hence their own
 //!   sha256); without one it is [`DEFAULT_VERSION`].
@@ -176,6 +182,7 @@ STAND-IN ENVIRONMENT:
    EDGEFORGE_K3S_STANDIN_ROOT             prefix for /etc/rancher, /var/lib/rancher, /var/lib/cni
    EDGEFORGE_K3S_STANDIN_LEARNER_SECONDS  how long a joining server stays an etcd learner (default 3)
    EDGEFORGE_K3S_STANDIN_READY_SECONDS    how long a Node stays NotReady after registering (default 1)
+   EDGEFORGE_K3S_STANDIN_NETWORK          1|0: force the cni0/flannel.1/iptables leftovers on or off
 ";
 
 async fn k3s(args: Vec<String>, release: &Release) -> i32 {
