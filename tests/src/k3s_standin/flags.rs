@@ -405,18 +405,27 @@ pub fn parse(
         }
     }
     let mut node_args = vec![subcommand.to_string()];
-    for arg in from_file.iter().chain(args.iter()) {
-        if !arg.starts_with('-') {
-            continue;
-        }
-        let (key, value) = match arg.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let masked = SECRET_FLAGS.contains(&key.trim_start_matches('-'));
-        node_args.push(key);
-        if let Some(v) = value {
-            node_args.push(if masked { "********".into() } else { v });
+    for list in [&from_file, &args.to_vec()] {
+        let mut iter = list.iter();
+        while let Some(arg) = iter.next() {
+            if !arg.starts_with('-') || arg == "--" {
+                break;
+            }
+            let (key, inline) = match arg.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (arg.clone(), None),
+            };
+            let flag = command.flag(key.trim_start_matches('-'));
+            let masked = flag.is_some_and(|f| SECRET_FLAGS.contains(&f.names[0]));
+            let value = match inline {
+                Some(v) => Some(v),
+                None if flag.is_some_and(|f| f.kind != Kind::Bool) => iter.next().cloned(),
+                None => None,
+            };
+            node_args.push(key);
+            if let Some(v) = value {
+                node_args.push(if masked { "********".into() } else { v });
+            }
         }
     }
     Ok(Settings {
