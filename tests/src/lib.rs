@@ -14,6 +14,7 @@ pub use sudo_user::SudoUser;
 pub mod http;
 pub mod kube_emulator;
 pub mod lab;
+pub mod pty;
 pub mod sushy;
 
 use std::path::PathBuf;
