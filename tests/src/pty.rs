@@ -17,6 +17,16 @@ pub struct PtyChild {
     pub output: Receiver<(Instant, Vec<u8>)>,
 }
 
+impl Drop for PtyChild {
+    /// A test that fails halfway leaves no process behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts `cmd` with stdin, stdout and stderr on a new pty of `rows` x `cols`.
 pub fn spawn(mut cmd: Command, rows: u16, cols: u16) -> std::io::Result<PtyChild> {
     let mut master: libc::c_int = -1;
