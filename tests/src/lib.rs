@@ -16,6 +16,7 @@ pub mod http;
 pub mod k3s_standin;
 pub mod kube_emulator;
 pub mod lab;
+pub mod pty;
 pub mod sushy;
 
 use std::path::PathBuf;

@@ -706,6 +706,7 @@ impl Shared {
             task,
             step: Mutex::new(String::new()),
             slot,
+            journal: journal.clone(),
         };
         let mut run = TaskRun {
             task,
@@ -1148,13 +1149,16 @@ enum StepFailure {
     Interrupted,
 }
 
-/// The [`Reach`] of one task: its node's connection, its group slot, and progress events.
+/// The [`Reach`] of one task: its node's connection, its site's cluster, its
+/// group slot, its subject's journal memos, and progress events.
 struct TaskReach<'a> {
     shared: &'a Shared,
     task: &'a ExecTask,
     step: Mutex<String>,
     /// The group slot the task holds until it ends.
     slot: &'a GroupSlot,
+    /// The subject's journal, for step memos.
+    journal: Option<Arc<Mutex<Journal>>>,
 }
 
 /// Where a task keeps the slot of its group it took (until it ends).
@@ -1224,6 +1228,31 @@ impl Reach for TaskReach<'_> {
             Ok(())
         }
         .boxed()
+    }
+
+    fn recall(&self, key: &str) -> Option<String> {
+        if self.shared.opts.force {
+            return None;
+        }
+        self.journal.as_ref().and_then(|j| {
+            j.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .memo(key)
+                .map(str::to_string)
+        })
+    }
+
+    fn remember(&self, key: &str, value: &str) {
+        if let Some(j) = &self.journal {
+            // A memo that cannot be written only costs a full check next time.
+            let _ = j
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(Record::Memo {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                });
+        }
     }
 
     fn progress(&self, message: &str) {
