@@ -30,7 +30,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k3s_lab_common::{API_PORT, LAB, Lab, NODES, Phase, Run};
+use k3s_lab_common::{
+    API_PORT, LAB, Lab, NODES, Phase, assert_no_k3s_left, layer_times, main_pids, merge_kubeconfig,
+    no_secret_in,
+};
 
 const OLD: &str = "v1.33.6+k3s1";
 const NEW: &str = "v1.34.2+k3s1";
@@ -328,54 +331,7 @@ fn k3s_lab_install_idempotent_mirrors_upgrade_reset_ha_with_the_standin() {
         "the server is reset last"
     );
     for i in 0..3 {
-        for path in [
-            "/usr/local/bin/k3s",
-            "/usr/local/bin/kubectl",
-            "/usr/local/bin/crictl",
-            "/usr/local/bin/ctr",
-            "/usr/local/bin/k3s-killall.sh",
-            "/usr/local/bin/k3s-uninstall.sh",
-            "/etc/systemd/system/k3s.service",
-            "/etc/systemd/system/k3s-agent.service",
-            "/etc/systemd/system/k3s.service.env",
-            "/etc/systemd/system/k3s-agent.service.env",
-            "/etc/rancher/k3s",
-            "/var/lib/rancher/k3s",
-            "/run/k3s",
-            "/var/lib/kubelet",
-            "/var/lib/cni",
-        ] {
-            assert!(
-                !lab.ssh_ok(i, &format!("[ -e {path} ] || [ -L {path} ]")),
-                "{}: {path} is left",
-                NODES[i]
-            );
-        }
-        assert_eq!(
-            lab.ssh(i, "systemctl list-unit-files 'k3s*' --no-legend | wc -l"),
-            "0"
-        );
-        for link in ["cni0", "flannel.1"] {
-            assert!(
-                !lab.ssh_ok(i, &format!("ip link show {link} >/dev/null 2>&1")),
-                "{}: {link} is left",
-                NODES[i]
-            );
-        }
-        assert_eq!(lab.ssh(i, "ip netns list | grep -c '^cni-' || true"), "0");
-        let rules = lab.ssh(i, "iptables-save; ip6tables-save");
-        for owned in ["KUBE-", "CNI-", "FLANNEL", "flannel"] {
-            assert!(
-                !rules.contains(owned),
-                "{}: {owned} rules are left:\n{rules}",
-                NODES[i]
-            );
-        }
-        assert!(
-            rules.contains("edgeforge-test-keep"),
-            "{}: the test's own rule is gone:\n{rules}",
-            NODES[i]
-        );
+        assert_no_k3s_left(&lab, i);
         lab.ssh(i, "iptables -D INPUT -p tcp --dport 2299 -m comment --comment edgeforge-test-keep -j ACCEPT");
     }
     // What edgeforge kept about them is forgotten.
@@ -447,72 +403,6 @@ fn k3s_lab_install_idempotent_mirrors_upgrade_reset_ha_with_the_standin() {
     for (what, took) in &timings {
         println!("{what:<44} {:>6.0} s", took.as_secs_f64());
     }
-}
-
-fn merge_kubeconfig(lab: &Lab) {
-    let out = lab.edgeforge(&[
-        "kubeconfig",
-        "-i",
-        &lab.inv(),
-        "--merge",
-        &lab.kubeconfig.display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The wall time of each layer in a run: its first task's start to its last task's end.
-fn layer_times(run: &Run, timings: &mut Vec<(String, Duration)>) {
-    let mut span: BTreeMap<String, (jiff::Timestamp, jiff::Timestamp)> = BTreeMap::new();
-    for e in &run.events {
-        let (Some(layer), Some(ts)) = (e["layer"].as_str(), e["ts"].as_str()) else {
-            continue;
-        };
-        let Ok(ts) = ts.parse::<jiff::Timestamp>() else {
-            continue;
-        };
-        let entry = span.entry(layer.to_string()).or_insert((ts, ts));
-        entry.0 = entry.0.min(ts);
-        entry.1 = entry.1.max(ts);
-    }
-    for (layer, (from, to)) in span {
-        let secs = (to - from)
-            .total(jiff::Unit::Second)
-            .unwrap_or(0.0)
-            .max(0.0);
-        timings.push((format!("  layer {layer}"), Duration::from_secs_f64(secs)));
-    }
-}
-
-/// Neither secret is in the run's output, events or command lines.
-fn no_secret_in(run: &Run, secrets: &[&str]) {
-    let text = run.text();
-    for s in secrets {
-        assert!(!text.contains(s), "a token in the output");
-        assert!(!run.log.contains(s), "a token in the event log");
-        assert!(
-            !run.processes.iter().any(|p| p.contains(s)),
-            "a token in a command line"
-        );
-    }
-    assert!(!run.processes.is_empty());
-}
-
-/// The MainPID of k3s on each node.
-fn main_pids(lab: &Lab) -> Vec<String> {
-    (0..3)
-        .map(|i| {
-            let unit = if i == 0 || lab.ssh_ok(i, "[ -e /etc/systemd/system/k3s.service ]") {
-                "k3s"
-            } else {
-                "k3s-agent"
-            };
-            lab.ssh(i, &format!("systemctl show -p MainPID --value {unit}"))
-        })
-        .collect()
 }
 
 /// What the test saw of each Node while an upgrade ran: (when, name, unschedulable, kubelet version).

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -327,6 +328,209 @@ impl Default for Phase {
             ha: false,
         }
     }
+}
+
+/// `edgeforge kubeconfig --merge` into the lab's kubeconfig.
+pub fn merge_kubeconfig(lab: &Lab) {
+    let out = lab.edgeforge(&[
+        "kubeconfig",
+        "-i",
+        &lab.inv(),
+        "--merge",
+        &lab.kubeconfig.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The wall time of each layer in a run: its first task's start to its last task's end.
+pub fn layer_times(run: &Run, timings: &mut Vec<(String, Duration)>) {
+    let mut span: BTreeMap<String, (jiff::Timestamp, jiff::Timestamp)> = BTreeMap::new();
+    for e in &run.events {
+        let (Some(layer), Some(ts)) = (e["layer"].as_str(), e["ts"].as_str()) else {
+            continue;
+        };
+        let Ok(ts) = ts.parse::<jiff::Timestamp>() else {
+            continue;
+        };
+        let entry = span.entry(layer.to_string()).or_insert((ts, ts));
+        entry.0 = entry.0.min(ts);
+        entry.1 = entry.1.max(ts);
+    }
+    for (layer, (from, to)) in span {
+        let secs = (to - from)
+            .total(jiff::Unit::Second)
+            .unwrap_or(0.0)
+            .max(0.0);
+        timings.push((format!("  layer {layer}"), Duration::from_secs_f64(secs)));
+    }
+}
+
+/// Neither secret is in the run's output, events or command lines.
+pub fn no_secret_in(run: &Run, secrets: &[&str]) {
+    let text = run.text();
+    for s in secrets {
+        assert!(!text.contains(s), "a token in the output");
+        assert!(!run.log.contains(s), "a token in the event log");
+        assert!(
+            !run.processes.iter().any(|p| p.contains(s)),
+            "a token in a command line"
+        );
+    }
+    assert!(!run.processes.is_empty());
+}
+
+/// The MainPID of k3s on each node.
+pub fn main_pids(lab: &Lab) -> Vec<String> {
+    (0..3)
+        .map(|i| {
+            let unit = if i == 0 || lab.ssh_ok(i, "[ -e /etc/systemd/system/k3s.service ]") {
+                "k3s"
+            } else {
+                "k3s-agent"
+            };
+            lab.ssh(i, &format!("systemctl show -p MainPID --value {unit}"))
+        })
+        .collect()
+}
+
+/// Guest `i` has no k3s file, unit, link, interface, network namespace or
+/// iptables rule left, and still has the rule commented `edgeforge-test-keep`.
+pub fn assert_no_k3s_left(lab: &Lab, i: usize) {
+    for path in [
+        "/usr/local/bin/k3s",
+        "/usr/local/bin/kubectl",
+        "/usr/local/bin/crictl",
+        "/usr/local/bin/ctr",
+        "/usr/local/bin/k3s-killall.sh",
+        "/usr/local/bin/k3s-uninstall.sh",
+        "/etc/systemd/system/k3s.service",
+        "/etc/systemd/system/k3s-agent.service",
+        "/etc/systemd/system/k3s.service.env",
+        "/etc/systemd/system/k3s-agent.service.env",
+        "/etc/rancher/k3s",
+        "/var/lib/rancher/k3s",
+        "/run/k3s",
+        "/var/lib/kubelet",
+        "/var/lib/cni",
+    ] {
+        assert!(
+            !lab.ssh_ok(i, &format!("[ -e {path} ] || [ -L {path} ]")),
+            "{}: {path} is left",
+            NODES[i]
+        );
+    }
+    assert_eq!(
+        lab.ssh(i, "systemctl list-unit-files 'k3s*' --no-legend | wc -l"),
+        "0"
+    );
+    for link in ["cni0", "flannel.1"] {
+        assert!(
+            !lab.ssh_ok(i, &format!("ip link show {link} >/dev/null 2>&1")),
+            "{}: {link} is left",
+            NODES[i]
+        );
+    }
+    assert_eq!(lab.ssh(i, "ip netns list | grep -c '^cni-' || true"), "0");
+    let rules = lab.ssh(i, "iptables-save; ip6tables-save");
+    for owned in ["KUBE-", "CNI-", "FLANNEL", "flannel"] {
+        assert!(
+            !rules.contains(owned),
+            "{}: {owned} rules are left:\n{rules}",
+            NODES[i]
+        );
+    }
+    assert!(
+        rules.contains("edgeforge-test-keep"),
+        "{}: the test's own rule is gone:\n{rules}",
+        NODES[i]
+    );
+}
+
+/// An artifact cache and manifest holding real k3s releases, from a
+/// directory laid out as `<dir>/<version>/k3s` and
+/// `<dir>/<version>/k3s-airgap-images-amd64.tar.zst` (amd64 only).
+pub struct RealArtifacts {
+    /// The cache directory.
+    pub cache: PathBuf,
+    /// The manifest pinning what is in the cache.
+    pub manifest: PathBuf,
+    /// The releases found, oldest first.
+    pub versions: Vec<String>,
+}
+
+impl RealArtifacts {
+    /// Hashes and caches every release under `src`; writes `dir/manifest.yaml`.
+    pub fn prepare(src: &Path, dir: &Path) -> RealArtifacts {
+        use edgeforge::artifacts::{Arch, ArtifactCache, ArtifactRef};
+        let mut versions: Vec<String> = std::fs::read_dir(src)
+            .unwrap_or_else(|e| panic!("EDGEFORGE_REAL_K3S_DIR={}: {e}", src.display()))
+            .flatten()
+            .filter(|e| e.path().join("k3s").is_file())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        versions.sort_by_key(|v| release_order(v));
+        assert!(
+            !versions.is_empty(),
+            "EDGEFORGE_REAL_K3S_DIR={} holds no <version>/k3s",
+            src.display()
+        );
+        let cache_dir = dir.join("cache");
+        let cache = ArtifactCache::open(&cache_dir).expect("opening the artifact cache");
+        let (mut k3s_pins, mut airgap_pins) = (String::new(), String::new());
+        for v in &versions {
+            for (name, file, pins) in [
+                ("k3s", "k3s", &mut k3s_pins),
+                (
+                    "k3s-airgap-images",
+                    "k3s-airgap-images-amd64.tar.zst",
+                    &mut airgap_pins,
+                ),
+            ] {
+                let path = src.join(v).join(file);
+                assert!(path.is_file(), "{} is missing", path.display());
+                let entry = cache
+                    .insert_file(
+                        &ArtifactRef::new(name, v.as_str(), Arch::Amd64),
+                        file,
+                        &path,
+                    )
+                    .expect("caching a real k3s artifact");
+                pins.push_str(&format!(
+                    "      {v}:\n        amd64:\n          sha256: {}\n",
+                    entry.sha256
+                ));
+            }
+        }
+        let manifest = format!(
+            "# Test manifest: real k3s releases from EDGEFORGE_REAL_K3S_DIR.\n\
+             defaults:\n  k3s: {first}\n\
+             artifacts:\n\
+             \x20 k3s:\n    description: k3s.\n    component: k3s\n    files:\n      amd64: k3s\n      arm64: k3s-arm64\n\
+             \x20   urls:\n      - \"https://github.com/k3s-io/k3s/releases/download/{{version}}/{{file}}\"\n    pins:\n{k3s_pins}\
+             \x20 k3s-airgap-images:\n    description: k3s's images.\n    component: k3s\n    files:\n      amd64: k3s-airgap-images-amd64.tar.zst\n      arm64: k3s-airgap-images-arm64.tar.zst\n\
+             \x20   urls:\n      - \"https://github.com/k3s-io/k3s/releases/download/{{version}}/{{file}}\"\n    pins:\n{airgap_pins}",
+            first = versions[0],
+        );
+        let manifest_path = dir.join("manifest.yaml");
+        std::fs::write(&manifest_path, manifest).expect("writing the test manifest");
+        RealArtifacts {
+            cache: cache_dir,
+            manifest: manifest_path,
+            versions,
+        }
+    }
+}
+
+/// `vX.Y.Z+k3sN` as numbers, for sorting releases.
+fn release_order(v: &str) -> Vec<u64> {
+    v.trim_start_matches('v')
+        .split(['.', '+', 'k', 's'])
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
