@@ -193,14 +193,14 @@ fn k3s_lab_install_idempotent_mirrors_upgrade_reset_ha_with_the_standin() {
             j.path().display()
         );
     }
-    for i in 0..3 {
+    for (i, node) in NODES.iter().enumerate() {
         let ps = lab.ssh(i, "ps -eo args");
         assert!(
             !ps.contains(&token) && !ps.contains(&agent_token),
             "{}: ps shows a token",
-            NODES[i]
+            node
         );
-        assert!(ps.contains("/usr/local/bin/k3s"), "{}: {ps}", NODES[i]);
+        assert!(ps.contains("/usr/local/bin/k3s"), "{}: {ps}", node);
         let env = lab.ssh(i, "cat /etc/systemd/system/k3s*.service.env");
         assert!(!env.contains(&token) && !env.contains(&agent_token) && !env.contains("TOKEN"));
     }
@@ -306,13 +306,13 @@ fn k3s_lab_install_idempotent_mirrors_upgrade_reset_ha_with_the_standin() {
     lab.write_inventory(&phase);
 
     // ------------------------------------------------ 5. reset
-    for i in 0..3 {
+    for (i, node) in NODES.iter().enumerate() {
         lab.ssh(i, "iptables -A INPUT -p tcp --dport 2299 -m comment --comment edgeforge-test-keep -j ACCEPT");
         let before = lab.ssh(i, "iptables-save; ip link show");
         assert!(
             before.contains("KUBE-") && before.contains("cni0"),
             "{}: the stand-in left nothing to reset:\n{before}",
-            NODES[i]
+            node
         );
     }
     let reset = lab.run("reset", "5-reset", &["--yes"]);

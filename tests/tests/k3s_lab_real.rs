@@ -55,12 +55,12 @@ fn k3s_lab_with_a_real_k3s_from_edgeforge_real_k3s_dir() {
     let agent_token = lab.ssh(0, "cat /etc/rancher/k3s/agent-token");
     assert!(token.len() >= 64 && agent_token.len() >= 64);
     no_secret_in(&install, &[&token, &agent_token]);
-    for i in 0..3 {
+    for (i, node) in NODES.iter().enumerate() {
         let ps = lab.ssh(i, "ps -eo args");
         assert!(
             !ps.contains(&token) && !ps.contains(&agent_token),
             "{}",
-            NODES[i]
+            node
         );
     }
     let pids = main_pids(&lab);
