@@ -571,18 +571,27 @@ impl Hypervisor {
         let name = name.to_owned();
         self.blocking(move |conn| {
             let mut changed = false;
+            // VMs are defined concurrently: another one may define or start
+            // the network between our look and our act, which is fine.
             let net = match conn.lookup_network_by_name(&name) {
                 Ok(net) => net,
-                Err(_) => {
-                    changed = true;
-                    conn.define_network_xml(&xml)
-                        .map_err(lv(format!("defining network {name}")))?
-                }
+                Err(_) => match conn.define_network_xml(&xml) {
+                    Ok(net) => {
+                        changed = true;
+                        net
+                    }
+                    Err(e) => conn
+                        .lookup_network_by_name(&name)
+                        .map_err(|_| e)
+                        .map_err(lv(format!("defining network {name}")))?,
+                },
             };
             if !net.is_active().unwrap_or(false) {
-                net.create()
-                    .map_err(lv(format!("starting network {name}")))?;
-                changed = true;
+                match net.create() {
+                    Ok(_) => changed = true,
+                    Err(_) if net.is_active().unwrap_or(false) => {}
+                    Err(e) => return Err(lv(format!("starting network {name}"))(e)),
+                }
             }
             let _ = net.set_autostart(true);
             Ok(changed)
