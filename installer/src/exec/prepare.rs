@@ -553,38 +553,35 @@ impl InventoryConnector {
             ssh.insert(name.to_string(), target);
         }
         let mut kube = BTreeMap::new();
-        for t in tasks {
-            match &t.target {
-                Target::Cluster(site) => {
-                    let s = inv.sites.iter().find(|s| s.name.as_str() == site);
-                    let source = match s.and_then(|s| s.cluster.kubeconfig.as_ref()) {
-                        Some(k) => KubeSource {
-                            kubeconfig: k.value.clone(),
-                            context: s.and_then(|s| s.cluster.context.clone()),
-                        },
-                        None => KubeSource {
-                            kubeconfig: opts
-                                .state_dir
-                                .join("kubeconfig")
-                                .join(format!("{site}.yaml")),
-                            context: None,
-                        },
-                    };
-                    kube.insert(t.target.clone(), source);
-                }
-                Target::Federation => {
-                    if let Some(k) = &inv.federation.kubeconfig {
-                        kube.insert(
-                            Target::Federation,
-                            KubeSource {
-                                kubeconfig: k.value.clone(),
-                                context: inv.federation.context.clone(),
-                            },
-                        );
-                    }
-                }
-                _ => {}
-            }
+        // Every site's cluster, not only those of `target: cluster` tasks:
+        // host tasks reach it too (`Reach::site_cluster`), e.g. a node's k3s
+        // task waiting for its Node once the first server wrote the kubeconfig.
+        for s in &inv.sites {
+            let source = match s.cluster.kubeconfig.as_ref() {
+                Some(k) => KubeSource {
+                    kubeconfig: k.value.clone(),
+                    context: s.cluster.context.clone(),
+                },
+                None => KubeSource {
+                    kubeconfig: opts
+                        .state_dir
+                        .join("kubeconfig")
+                        .join(format!("{}.yaml", s.name)),
+                    context: None,
+                },
+            };
+            kube.insert(Target::Cluster(s.name.to_string()), source);
+        }
+        if tasks.iter().any(|t| t.target == Target::Federation)
+            && let Some(k) = &inv.federation.kubeconfig
+        {
+            kube.insert(
+                Target::Federation,
+                KubeSource {
+                    kubeconfig: k.value.clone(),
+                    context: inv.federation.context.clone(),
+                },
+            );
         }
         let hypervisors = inv
             .hypervisors
