@@ -107,6 +107,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Rebuild machines whose spec drifted.
     pub recreate: bool,
+    /// Replace federation registrations that hold another cluster's id (`--reregister`).
+    pub reregister: bool,
     /// The inventory's state directory: journals and outputs (none: neither is kept).
     pub state_dir: Option<PathBuf>,
 }
@@ -122,6 +124,7 @@ impl Default for RunOptions {
             skip_tags: Vec::new(),
             force: false,
             recreate: false,
+            reregister: false,
             state_dir: None,
         }
     }
@@ -757,6 +760,7 @@ impl Shared {
             check: self.opts.check,
             diff: self.opts.diff,
             recreate: self.opts.recreate,
+            reregister: self.opts.reregister,
             state_dir: self.opts.state_dir.as_deref().filter(|_| !self.opts.check),
             privileged: step.privileged,
             origin: format!("{} step '{}'", pb.source, step.name),

@@ -198,11 +198,14 @@ pub fn prepare(
                         BTreeMap::new(),
                     ),
                 };
-                let data = match (&target, task.node) {
-                    (Target::Hypervisor(_), Some(n)) => vms
+                let data = match (&target, task.node, &task.action) {
+                    (Target::Hypervisor(_), Some(n), _) => vms
                         .get(n.name.as_str())
                         .map(|v| TaskData::Vm(v.clone()))
                         .unwrap_or_default(),
+                    (_, _, crate::plan::Action::Federate { .. }) => TaskData::Federation(Arc::new(
+                        crate::federation::SiteSpec::new(inv, task.site),
+                    )),
                     _ => TaskData::None,
                 };
                 index[task.id.index()] = Some(tasks.len());
@@ -341,6 +344,8 @@ fn vm_tasks(
 struct KubeSource {
     kubeconfig: PathBuf,
     context: Option<String>,
+    /// The inventory accepts a kubeconfig without TLS verification.
+    allow_insecure: bool,
 }
 
 /// A hypervisor as the inventory describes it.
@@ -409,6 +414,7 @@ impl InventoryConnector {
                         Some(k) => KubeSource {
                             kubeconfig: k.value.clone(),
                             context: s.and_then(|s| s.cluster.context.clone()),
+                            allow_insecure: s.is_some_and(|s| s.cluster.insecure_skip_tls_verify),
                         },
                         None => KubeSource {
                             kubeconfig: opts
@@ -416,6 +422,7 @@ impl InventoryConnector {
                                 .join("kubeconfig")
                                 .join(format!("{site}.yaml")),
                             context: None,
+                            allow_insecure: s.is_some_and(|s| s.cluster.insecure_skip_tls_verify),
                         },
                     };
                     kube.insert(t.target.clone(), source);
@@ -427,6 +434,7 @@ impl InventoryConnector {
                             KubeSource {
                                 kubeconfig: k.value.clone(),
                                 context: inv.federation.context.clone(),
+                                allow_insecure: inv.federation.insecure_skip_tls_verify,
                             },
                         );
                     }
@@ -490,21 +498,25 @@ impl Connector for InventoryConnector {
                     other => format!("no kubeconfig is known for {other}"),
                 })
             })?;
-            crate::kube::connect_file(&source.kubeconfig, source.context.as_deref())
-                .await
-                .map_err(|e| ConnectError::Kube {
-                    target: target.to_string(),
-                    kubeconfig: format!(
-                        "{}{}",
-                        source.kubeconfig.display(),
-                        source
-                            .context
-                            .as_ref()
-                            .map(|c| format!(" (context {c})"))
-                            .unwrap_or_default()
-                    ),
-                    source: e,
-                })
+            crate::kube::connect_file_with(
+                &source.kubeconfig,
+                source.context.as_deref(),
+                source.allow_insecure,
+            )
+            .await
+            .map_err(|e| ConnectError::Kube {
+                target: target.to_string(),
+                kubeconfig: format!(
+                    "{}{}",
+                    source.kubeconfig.display(),
+                    source
+                        .context
+                        .as_ref()
+                        .map(|c| format!(" (context {c})"))
+                        .unwrap_or_default()
+                ),
+                source: e,
+            })
         })
     }
 
