@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod apply;
 mod bmc;
 mod check;
+mod federation;
 mod images;
 mod lab;
 mod plan;
@@ -163,6 +164,8 @@ Examples:
   edgeforge plan -i inventory/appliances.yaml --limit 'site:berlin-*'
   edgeforge apply -i inventory/lab.yaml
   edgeforge bmc status -i inventory/baremetal.yaml --node metal-1
+  edgeforge federation status -i inventory/federation.yaml
+  edgeforge federate -i inventory/federation.yaml -f inventory/nginx-app.yaml
   edgeforge completions bash > ~/.local/share/bash-completion/completions/edgeforge
   edgeforge man --out /usr/local/share/man/man1
 
@@ -216,6 +219,11 @@ pub enum Command {
     /// Bare metal through its Redfish BMC: status, power, boot device, virtual media.
     #[command(subcommand, after_help = bmc::BMC_EXAMPLES)]
     Bmc(bmc::BmcCommand),
+    /// Registrations on the federation host: status, unjoin.
+    #[command(subcommand, after_help = federation::FEDERATION_EXAMPLES)]
+    Federation(federation::FederationCommand),
+    /// Run a workload on several sites: render and apply its Karmada policies or KubeFed objects.
+    Federate(federation::FederateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -242,6 +250,8 @@ pub fn main() -> ExitCode {
         Command::Images(cmd) => images::run(&cli.global, cmd),
         Command::Lab(cmd) => lab::run(&cli.global, cmd),
         Command::Bmc(cmd) => bmc::run(&cli.global, cmd),
+        Command::Federation(cmd) => federation::run(&cli.global, cmd),
+        Command::Federate(args) => federation::run_federate(&cli.global, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "edgeforge", &mut std::io::stdout());
