@@ -1,9 +1,13 @@
 //! Test harness: real peers (sshd fleet, artifact HTTP server, libvirt lab,
-//! sushy-tools Redfish BMCs) started on loopback.
+//! sushy-tools Redfish BMCs) started on loopback, and the stand-ins for what
+//! cannot run here (a Kubernetes API server, a federation host's
+//! controllers, the karmada-agent), named as such.
 
 pub mod apply;
 pub mod blackhole;
+pub mod cluster_status_standin;
 pub mod fault_proxy;
+pub mod federation_host;
 pub mod sshd;
 pub mod sudo_user;
 pub mod transport_checks;
@@ -12,6 +16,7 @@ pub use blackhole::Blackhole;
 pub use sshd::{KeyKind, NodeSpec, SshdFleet, SshdNode};
 pub use sudo_user::SudoUser;
 pub mod http;
+pub mod karmada_agent_standin;
 pub mod kube_emulator;
 pub mod lab;
 pub mod sushy;
