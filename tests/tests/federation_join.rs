@@ -658,3 +658,544 @@ async fn karmada_push_and_pull_create_exactly_what_the_upstream_tools_do_and_a_r
         "the re-join read the host (it checks everything)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubefed_creates_exactly_what_kubefedctl_join_does_and_a_rejoin_writes_nothing() {
+    let fed = Federation::start(3).await.unwrap();
+    let _status = ClusterStatusStandin::start(fed.host.kubeconfig("host"));
+    let inventory = fed
+        .write("inv.yaml", &fed.inventory("kubefed", &[]))
+        .unwrap();
+    let state = fed.dir.path().join("state");
+    let host_before = snapshot(&fed.host);
+    let members_before: Vec<_> = fed.members.iter().map(snapshot).collect();
+
+    let run = join(&state, &inventory, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.text());
+
+    let ns = "kube-federation-system";
+    let mut host_expected = Vec::new();
+    for (i, m) in fed.members.iter().enumerate() {
+        let c = format!("site-{i}");
+        let sa = format!("{c}-host");
+        let role = format!("kubefed-controller-manager:{sa}");
+        let mut member_expected = namespace_defaults(ns);
+        for (r, n, name) in [
+            ("serviceaccounts", ns, sa.clone()),
+            ("secrets", ns, format!("{sa}-token")),
+            ("clusterroles.rbac.authorization.k8s.io", "", role.clone()),
+            (
+                "clusterrolebindings.rbac.authorization.k8s.io",
+                "",
+                role.clone(),
+            ),
+        ] {
+            member_expected.push((r.into(), n.into(), name));
+        }
+        assert_eq!(
+            added(&members_before[i], &snapshot(m)),
+            member_expected.into_iter().collect(),
+            "objects created on member {i}"
+        );
+        // As kubefedctl join (cluster scope): no labels, the SA bound to all access.
+        assert_eq!(
+            user_fields(get(m, "v1", "ServiceAccount", Some(ns), &sa)),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns}}),
+        );
+        assert_eq!(
+            user_fields(get(
+                m,
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                None,
+                &role
+            )),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": role}, "rules": all_access()}),
+        );
+        assert_eq!(
+            user_fields(get(
+                m,
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRoleBinding",
+                None,
+                &role
+            )),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]}),
+        );
+        let token_secret = get(m, "v1", "Secret", Some(ns), &format!("{sa}-token"));
+        assert_eq!(token_secret["type"], "kubernetes.io/service-account-token");
+        assert_eq!(
+            token_secret["metadata"]["annotations"]["kubernetes.io/service-account.name"],
+            sa
+        );
+
+        // The host: a Secret named by the server from `<cluster>-`, the KubeFedCluster.
+        let kfc = get(
+            &fed.host,
+            "core.kubefed.io/v1beta1",
+            "KubeFedCluster",
+            Some(ns),
+            &c,
+        );
+        let secret_name = kfc["spec"]["secretRef"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            secret_name.starts_with(&format!("{c}-")) && secret_name.len() > c.len() + 1,
+            "{secret_name}"
+        );
+        let secret = get(&fed.host, "v1", "Secret", Some(ns), &secret_name);
+        assert_eq!(secret["metadata"]["generateName"], format!("{c}-"));
+        assert_eq!(
+            secret["metadata"]["labels"],
+            json!({"edgeforge.io/kubefed-cluster": c})
+        );
+        let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["token"]);
+        assert_eq!(
+            secret_data(&secret, "token"),
+            secret_data(&token_secret, "token")
+        );
+        assert_eq!(
+            user_fields(kfc),
+            json!({"apiVersion": "core.kubefed.io/v1beta1", "kind": "KubeFedCluster",
+            "metadata": {"name": c, "namespace": ns,
+                "annotations": {"edgeforge.io/cluster-id": member_id(m)},
+                "labels": cluster_labels(i)},
+            "spec": {
+                "apiEndpoint": m.url(),
+                "caBundle": data_encoding::BASE64.encode(m.ca().cert_pem().as_bytes()),
+                "secretRef": {"name": secret_name},
+            }}),
+        );
+        host_expected.push(("secrets".to_string(), ns.to_string(), secret_name));
+        host_expected.push(("kubefedclusters.core.kubefed.io".into(), ns.into(), c));
+    }
+    assert_eq!(
+        added(&host_before, &snapshot(&fed.host)),
+        host_expected.into_iter().collect(),
+        "objects created on the host"
+    );
+
+    // The health-check stand-in reaches each member with the stored credential.
+    for _ in 0..200 {
+        let ready = (0..3).all(|i| {
+            get(
+                &fed.host,
+                "core.kubefed.io/v1beta1",
+                "KubeFedCluster",
+                Some(ns),
+                &format!("site-{i}"),
+            )["status"]["conditions"][0]["status"]
+                == "True"
+        });
+        if ready {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let inv = inventory.display().to_string();
+    let status = edgeforge(
+        &state,
+        &["federation", "status", "-i", &inv, "--format", "json"],
+    )
+    .await;
+    let rows: Value =
+        serde_json::from_str(&status.stdout).unwrap_or_else(|_| panic!("{}", status.text()));
+    for i in 0..3 {
+        assert_eq!(rows[i]["mode"], "kubefed");
+        assert_eq!(rows[i]["registered"], true);
+        assert_eq!(rows[i]["ready"], "True", "{}", status.stdout);
+        assert_eq!(rows[i]["id"], member_id(&fed.members[i]));
+    }
+
+    fed.host.clear_requests();
+    for m in &fed.members {
+        m.clear_requests();
+    }
+    let again = join(&state, &inventory, &[]).await;
+    assert_eq!(again.code, 0, "{}", again.text());
+    let by_edgeforge = |emu: &edgeforge_tests::kube_emulator::Emulator| -> Vec<String> {
+        emu.requests()
+            .into_iter()
+            .filter(|r| r.write && !r.path.ends_with("/status"))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    };
+    assert_eq!(
+        by_edgeforge(&fed.host),
+        Vec::<String>::new(),
+        "writes to the host on a re-join"
+    );
+    for (i, m) in fed.members.iter().enumerate() {
+        assert_eq!(
+            by_edgeforge(m),
+            Vec::<String>::new(),
+            "writes to member {i} on a re-join"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_registered_for_another_cluster_is_refused_naming_both_ids_unless_reregister() {
+    let fed = Federation::start(1).await.unwrap();
+    let inventory = fed
+        .write("inv.yaml", &fed.inventory("karmada", &["push"]))
+        .unwrap();
+    let state = fed.dir.path().join("state");
+    fed.host
+        .store()
+        .create(json!({"apiVersion": "cluster.karmada.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": "site-0"},
+            "spec": {"syncMode": "Push", "id": "0d5b1a4e-old-cluster", "apiEndpoint": "https://10.9.9.9:6443"}}))
+        .unwrap();
+    let member_before = snapshot(&fed.members[0]);
+    fed.members[0].clear_requests();
+
+    let run = join(&state, &inventory, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.text());
+    let id = member_id(&fed.members[0]);
+    let out = run.text();
+    assert!(
+        out.contains("0d5b1a4e-old-cluster")
+            && out.contains(id.as_str().unwrap())
+            && out.contains("--reregister"),
+        "the error names both ids and the way out: {out}"
+    );
+    assert_eq!(
+        writes(&fed.members[0]),
+        Vec::<String>::new(),
+        "nothing was written on the member"
+    );
+    assert_eq!(snapshot(&fed.members[0]), member_before);
+    let host_cluster = get(
+        &fed.host,
+        "cluster.karmada.io/v1alpha1",
+        "Cluster",
+        None,
+        "site-0",
+    );
+    assert_eq!(
+        host_cluster["spec"]["id"], "0d5b1a4e-old-cluster",
+        "the host kept its registration"
+    );
+
+    let run = join(&state, &inventory, &["--reregister"]).await;
+    assert_eq!(run.code, 0, "{}", run.text());
+    let cluster = get(
+        &fed.host,
+        "cluster.karmada.io/v1alpha1",
+        "Cluster",
+        None,
+        "site-0",
+    );
+    assert_eq!(cluster["spec"]["id"], id);
+    assert_eq!(cluster["spec"]["apiEndpoint"], fed.members[0].url());
+    assert!(
+        run.text().contains("replaced"),
+        "the replacement is reported: {}",
+        run.text()
+    );
+
+    // The same cluster under a second name is refused too, as karmadactl does.
+    let renamed = fed.inventory("karmada", &["push"]).replace(
+        "    cluster: {kubeconfig:",
+        "    cluster: {name: second-name, kubeconfig:",
+    );
+    let renamed = fed.write("renamed.yaml", &renamed).unwrap();
+    let run = join(&state, &renamed, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.text());
+    assert!(
+        run.text()
+            .contains("already registered on the federation host as `site-0`"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        fed.host
+            .store()
+            .get(
+                "cluster.karmada.io/v1alpha1",
+                "Cluster",
+                None,
+                "second-name"
+            )
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_credential_can_do_exactly_what_the_agents_rbac_allows() {
+    let fed = Federation::start(2).await.unwrap();
+    let agents = KarmadaAgentStandin::start(&fed.members);
+    let inventory = fed
+        .write("inv.yaml", &fed.inventory("karmada", &["pull", "pull"]))
+        .unwrap();
+    let state = fed.dir.path().join("state");
+    let run = join(&state, &inventory, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(
+        agents.errors(),
+        Vec::<String>::new(),
+        "the agent's registration needed nothing its RBAC lacks"
+    );
+    assert_eq!(agents.registrations().len(), 2);
+
+    let kc = secret_data(
+        &get(
+            &fed.members[0],
+            "v1",
+            "Secret",
+            Some("karmada-system"),
+            "karmada-kubeconfig",
+        ),
+        "karmada-kubeconfig",
+    );
+    let agent = edgeforge_tests::federation_host::client(&kc).await.unwrap();
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+    let gvk = |g: &str, v: &str, k: &str, p: &str| {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), p)
+    };
+    let clusters: Api<DynamicObject> = Api::all_with(
+        agent.clone(),
+        &gvk("cluster.karmada.io", "v1alpha1", "Cluster", "clusters"),
+    );
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(agent.clone(), "karmada-cluster");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(agent.clone());
+    let works = |ns: &str| -> Api<DynamicObject> {
+        Api::namespaced_with(
+            agent.clone(),
+            ns,
+            &gvk("work.karmada.io", "v1alpha1", "Work", "works"),
+        )
+    };
+    let work = |name: &str| -> DynamicObject {
+        serde_json::from_value(
+            json!({"apiVersion": "work.karmada.io/v1alpha1", "kind": "Work",
+            "metadata": {"name": name}, "spec": {"workload": {"manifests": []}}}),
+        )
+        .unwrap()
+    };
+    fn code<T>(r: Result<T, kube::Error>) -> u16 {
+        match r {
+            Ok(_) => 200,
+            Err(kube::Error::Api(s)) => s.code,
+            Err(e) => panic!("not an API answer: {e}"),
+        }
+    }
+
+    // What the agent needs: its own Cluster and status, its Secrets, its Works.
+    assert_eq!(code(clusters.get("site-0").await), 200);
+    assert_eq!(code(clusters.list(&ListParams::default()).await), 200);
+    let mut own = clusters.get("site-0").await.unwrap();
+    own.data["status"] = json!({"conditions": []});
+    assert_eq!(
+        code(
+            clusters
+                .replace_status("site-0", &PostParams::default(), &own)
+                .await
+        ),
+        200
+    );
+    assert_eq!(code(secrets.get("site-0").await), 200);
+    assert_eq!(code(secrets.get("site-0-impersonator").await), 200);
+    assert_eq!(code(namespaces.get("karmada-cluster").await), 200);
+    assert_eq!(
+        code(
+            works("karmada-es-site-0")
+                .create(&PostParams::default(), &work("w1"))
+                .await
+        ),
+        200
+    );
+    assert_eq!(
+        code(
+            works("karmada-es-site-0")
+                .list(&ListParams::default())
+                .await
+        ),
+        200
+    );
+
+    // What it must not do: the other site's Cluster, Secrets and Works,
+    // its own credential's Secret, anything else on the host.
+    assert_eq!(code(clusters.get("site-1").await), 403);
+    assert_eq!(
+        code(clusters.delete("site-1", &Default::default()).await),
+        403
+    );
+    let mut other = get(
+        &fed.host,
+        "cluster.karmada.io/v1alpha1",
+        "Cluster",
+        None,
+        "site-1",
+    );
+    other["status"] = json!({"conditions": []});
+    let other: DynamicObject = serde_json::from_value(other).unwrap();
+    assert_eq!(
+        code(
+            clusters
+                .replace_status("site-1", &PostParams::default(), &other)
+                .await
+        ),
+        403
+    );
+    assert_eq!(code(secrets.get("site-1").await), 403);
+    assert_eq!(code(secrets.get("karmada-agent-site-0").await), 403);
+    assert_eq!(code(secrets.list(&ListParams::default()).await), 403);
+    assert_eq!(
+        code(
+            works("karmada-es-site-1")
+                .create(&PostParams::default(), &work("w2"))
+                .await
+        ),
+        403
+    );
+    assert_eq!(code(namespaces.list(&ListParams::default()).await), 403);
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(agent.clone());
+    assert_eq!(code(roles.list(&ListParams::default()).await), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unjoin_leaves_nothing_the_joins_created_on_either_side() {
+    let fed = Federation::start(3).await.unwrap();
+    let _agents = KarmadaAgentStandin::start(&fed.members);
+    let inventory = fed
+        .write(
+            "inv.yaml",
+            &fed.inventory("karmada", &["push", "pull", "push"]),
+        )
+        .unwrap();
+    let state = fed.dir.path().join("state");
+    let host_before = snapshot(&fed.host);
+    let members_before: Vec<_> = fed.members.iter().map(snapshot).collect();
+    let run = join(&state, &inventory, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.text());
+    // Karmada would have propagated something to the pull site by now.
+    fed.host
+        .store()
+        .create(
+            json!({"apiVersion": "work.karmada.io/v1alpha1", "kind": "Work",
+            "metadata": {"name": "nginx-6d4f", "namespace": "karmada-es-site-1"}, "spec": {}}),
+        )
+        .unwrap();
+
+    fed.host.clear_requests();
+    let inv = inventory.display().to_string();
+    let unjoin = edgeforge(
+        &state,
+        &[
+            "federation",
+            "unjoin",
+            "-i",
+            &inv,
+            "--site",
+            "site-0,site-1,site-2",
+        ],
+    )
+    .await;
+    assert_eq!(unjoin.code, 0, "{}", unjoin.text());
+    for (i, m) in fed.members.iter().enumerate() {
+        assert_eq!(
+            snapshot(m),
+            members_before[i],
+            "member {i} is as before the join"
+        );
+    }
+    // The host keeps only the namespace every Karmada host has (its cluster leases live there).
+    let expected_host: std::collections::BTreeSet<_> = host_before
+        .iter()
+        .cloned()
+        .chain(namespace_defaults("karmada-cluster"))
+        .collect();
+    assert_eq!(
+        snapshot(&fed.host),
+        expected_host,
+        "the host holds nothing of the three clusters"
+    );
+    // karmadactl unregister's order on the host: the Works, then the Cluster, then the agent's RBAC.
+    let deletes: Vec<String> = fed
+        .host
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("site-1"))
+        .map(|r| r.path)
+        .collect();
+    let pos = |needle: &str| {
+        deletes
+            .iter()
+            .position(|p| p.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} in {deletes:?}"))
+    };
+    assert!(pos("/works/") < pos("/clusters/site-1"), "{deletes:?}");
+    assert!(
+        pos("/clusters/site-1") < pos("/clusterroles/"),
+        "{deletes:?}"
+    );
+
+    // Again: nothing to do, nothing written.
+    fed.host.clear_requests();
+    let again = edgeforge(
+        &state,
+        &[
+            "federation",
+            "unjoin",
+            "-i",
+            &inv,
+            "--site",
+            "site-0,site-1,site-2",
+        ],
+    )
+    .await;
+    assert_eq!(again.code, 0, "{}", again.text());
+    assert_eq!(writes(&fed.host), Vec::<String>::new());
+
+    // An unknown site is bad input.
+    let bad = edgeforge(
+        &state,
+        &["federation", "unjoin", "-i", &inv, "--site", "nowhere"],
+    )
+    .await;
+    assert_eq!(bad.code, 2, "{}", bad.text());
+    assert!(bad.stderr.contains("nowhere"), "{}", bad.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubefed_unjoin_leaves_nothing_behind() {
+    let fed = Federation::start(2).await.unwrap();
+    let inventory = fed
+        .write("inv.yaml", &fed.inventory("kubefed", &[]))
+        .unwrap();
+    let state = fed.dir.path().join("state");
+    let host_before = snapshot(&fed.host);
+    let members_before: Vec<_> = fed.members.iter().map(snapshot).collect();
+    let run = join(&state, &inventory, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.text());
+    let inv = inventory.display().to_string();
+    let unjoin = edgeforge(
+        &state,
+        &[
+            "federation",
+            "unjoin",
+            "-i",
+            &inv,
+            "--site",
+            "site-0",
+            "--site",
+            "site-1",
+        ],
+    )
+    .await;
+    assert_eq!(unjoin.code, 0, "{}", unjoin.text());
+    assert_eq!(snapshot(&fed.host), host_before);
+    for (i, m) in fed.members.iter().enumerate() {
+        assert_eq!(snapshot(m), members_before[i], "member {i}");
+    }
+}
