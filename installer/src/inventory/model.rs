@@ -288,7 +288,7 @@ pub struct Federation {
     pub context: Option<String>,
     /// Accept a host kubeconfig that sets `insecure-skip-tls-verify` (default
     /// false: such a kubeconfig is refused). edgeforge warns every time.
-    #[serde(default)]
+    #[serde(default, rename = "insecureSkipTLSVerify")]
     pub insecure_skip_tls_verify: bool,
     /// Karmada: how sites join unless they set their own `federation.mode`:
     /// `push` (default) or `pull` (a karmada-agent on the site).
@@ -432,7 +432,7 @@ pub struct Cluster {
     pub context: Option<String>,
     /// Accept a kubeconfig that sets `insecure-skip-tls-verify` (default
     /// false: such a kubeconfig is refused). edgeforge warns every time.
-    #[serde(default)]
+    #[serde(default, rename = "insecureSkipTLSVerify")]
     pub insecure_skip_tls_verify: bool,
 }
 
