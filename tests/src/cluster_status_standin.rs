@@ -16,7 +16,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::json;
 
 use crate::federation_host::{client, token_client};
-use crate::karmada_agent_standin::{member_ready, ready_status};
+use crate::karmada_agent_standin::{member_ready, member_version, ready_status};
 
 /// The running stand-in (stops when dropped).
 pub struct ClusterStatusStandin {
@@ -72,7 +72,7 @@ async fn karmada_round(host: &kube::Client) -> anyhow::Result<()> {
         else {
             continue;
         };
-        let healthy = match Api::<Secret>::namespaced(host.clone(), ns)
+        let (healthy, version) = match Api::<Secret>::namespaced(host.clone(), ns)
             .get_opt(name)
             .await?
         {
@@ -85,11 +85,11 @@ async fn karmada_round(host: &kube::Client) -> anyhow::Result<()> {
                 )
                 .await
                 {
-                    Ok(member) => member_ready(&member).await,
-                    Err(_) => false,
+                    Ok(member) => (member_ready(&member).await, member_version(&member).await),
+                    Err(_) => (false, None),
                 }
             }
-            None => false,
+            None => (false, None),
         };
         let wanted = if healthy { "True" } else { "False" };
         let current = c.data["status"]["conditions"]
@@ -102,7 +102,7 @@ async fn karmada_round(host: &kube::Client) -> anyhow::Result<()> {
             let Some(cname) = c.metadata.name.clone() else {
                 continue;
             };
-            c.data["status"] = ready_status(healthy);
+            c.data["status"] = ready_status(healthy, version);
             let _ = clusters
                 .replace_status(&cname, &PostParams::default(), &c)
                 .await;

@@ -318,16 +318,18 @@ async fn register(member: &kube::Client, d: &Deployment) -> anyhow::Result<Strin
 
     // The agent's cluster-status controller: Ready once the member answers.
     let healthy = member_ready(member).await;
+    let version = member_version(member).await;
     let mut status = clusters.get(&cluster).await?;
-    status.data["status"] = ready_status(healthy);
+    status.data["status"] = ready_status(healthy, version);
     clusters
         .replace_status(&cluster, &PostParams::default(), &status)
         .await?;
     Ok(cluster)
 }
 
-/// Ready=True/False as Karmada's cluster-status controller words it.
-pub fn ready_status(healthy: bool) -> Value {
+/// The status Karmada's cluster-status controller writes: the member's
+/// Kubernetes version and Ready=True/False in its words.
+pub fn ready_status(healthy: bool, version: Option<String>) -> Value {
     let now = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
@@ -340,10 +342,19 @@ pub fn ready_status(healthy: bool) -> Value {
     } else {
         ("False", "ClusterNotReachable", "cluster is not reachable")
     };
-    json!({"conditions": [{
+    let mut v = json!({"conditions": [{
         "type": "Ready", "status": status, "reason": reason, "message": message,
         "lastTransitionTime": now,
-    }]})
+    }]});
+    if let Some(version) = version {
+        v["kubernetesVersion"] = json!(version);
+    }
+    v
+}
+
+/// The member's `gitVersion`, when it answers `/version`.
+pub async fn member_version(client: &kube::Client) -> Option<String> {
+    client.apiserver_version().await.ok().map(|v| v.git_version)
 }
 
 /// Whether the API behind `client` answers `/readyz` with 200.
