@@ -48,6 +48,14 @@ pub enum StatusFormat {
 
 /// Arguments of `edgeforge federation status`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+One row per site of the inventory: whether the host has its cluster, in
+which mode, under which id (the UID of the cluster's kube-system namespace),
+whether the host reports it Ready (and why not), and its labels there.
+
+Examples:
+  edgeforge federation status -i inventory/federation.yaml
+  edgeforge federation status -i sites.yaml --format json | jq -r '.[] | select(.registered | not) | .site'")]
 pub struct StatusArgs {
     /// The inventory file.
     #[arg(short, long, value_name = "FILE")]
@@ -66,7 +74,11 @@ accounts and namespace; pull removes the Works, the Cluster, the agent's
 RBAC and credential on the host, then the agent and its objects on the
 member; KubeFed removes the member's objects, then the host's Secret and
 KubeFedCluster. Running it again, or for a site that is not registered,
-changes nothing.")]
+changes nothing.
+
+Examples:
+  edgeforge federation unjoin -i inventory/federation.yaml --site chengdu-dev
+  edgeforge federation unjoin -i sites.yaml --site shanghai-01,beijing-01 --check")]
 pub struct UnjoinArgs {
     /// The inventory file.
     #[arg(short, long, value_name = "FILE")]
@@ -230,11 +242,8 @@ fn federate(g: &GlobalOpts, args: &FederateArgs, inv: &Inventory) -> Result<Outc
     let objects = workload::render(&file, &app, inv, &renderer)?;
     if args.dry_run {
         for o in &objects {
-            println!("---");
-            print!(
-                "{}",
-                serde_saphyr::to_string(o).unwrap_or_else(|_| format!("{o}\n"))
-            );
+            let text = serde_saphyr::to_string(o).unwrap_or_else(|_| o.to_string());
+            println!("---\n{}", text.trim_end());
         }
         return Ok(Outcome::Success);
     }

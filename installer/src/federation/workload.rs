@@ -254,14 +254,15 @@ fn resolve(file: &str, app: &App, inv: &Inventory) -> Result<Resolved, Vec<Strin
                     ),
                 ));
             }
-            if op == "remove" && p.value.is_some() {
+            let known = matches!(op, "add" | "remove" | "replace");
+            if known && op == "remove" && p.value.is_some() {
                 errors.push(at(
                     p.op.line,
                     p.op.col,
                     "`op: remove` takes no `value`".into(),
                 ));
             }
-            if op != "remove" && p.value.is_none() {
+            if known && op != "remove" && p.value.is_none() {
                 errors.push(at(
                     p.op.line,
                     p.op.col,
