@@ -75,6 +75,8 @@ pub struct Journal {
     file: File,
     applied: HashMap<(String, String), String>,
     pending: BTreeSet<(String, String)>,
+    /// Records appended since the last [`Journal::sync`].
+    unsynced: bool,
 }
 
 impl Journal {
@@ -128,6 +130,7 @@ impl Journal {
             file,
             applied,
             pending,
+            unsynced: false,
         })
     }
 
@@ -168,6 +171,7 @@ impl Journal {
         }
         let mut line = serde_json::to_vec(&record).unwrap_or_default();
         line.push(b'\n');
+        self.unsynced = true;
         self.file
             .write_all(&line)
             .map_err(|source| JournalError::Io {
@@ -176,12 +180,19 @@ impl Journal {
             })
     }
 
-    /// Forces the journal to disk.
-    pub fn sync(&self) -> Result<(), JournalError> {
+    /// Forces the journal to disk (nothing to do when nothing was appended
+    /// since the last sync: a run of thousands of unjournaled tasks would
+    /// otherwise pay an fsync each).
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        if !self.unsynced {
+            return Ok(());
+        }
         self.file.sync_all().map_err(|source| JournalError::Io {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.unsynced = false;
+        Ok(())
     }
 }
 

@@ -921,10 +921,14 @@ impl Shared {
                 secret: p.secret,
             });
         }
+        let items: Vec<(&str, &str, bool)> = published
+            .iter()
+            .map(|o| (o.name.as_str(), o.value.as_str(), o.secret))
+            .collect();
+        self.outputs
+            .publish_all(&run.task.key, &items)
+            .map_err(StepFailure::Outputs)?;
         for o in published {
-            self.outputs
-                .publish(&run.task.key, &o.name, &o.value, o.secret)
-                .map_err(StepFailure::Outputs)?;
             if let Some(outputs) = run.ctx.get_mut("outputs").and_then(Value::as_object_mut) {
                 let mine = outputs
                     .entry(run.task.key.clone())
