@@ -1,7 +1,7 @@
 //! Test harness: real peers (sshd fleet, artifact HTTP server, libvirt lab,
 //! sushy-tools Redfish BMCs) started on loopback, and the stand-ins for what
-//! cannot run here (a Kubernetes API server, a federation host's
-//! controllers, the karmada-agent), named as such.
+//! cannot be had here (a Kubernetes API emulator, a k3s binary, a federation
+//! host's controllers, the karmada-agent), named as such.
 
 pub mod apply;
 pub mod blackhole;
@@ -16,9 +16,11 @@ pub use blackhole::Blackhole;
 pub use sshd::{KeyKind, NodeSpec, SshdFleet, SshdNode};
 pub use sudo_user::SudoUser;
 pub mod http;
+pub mod k3s_standin;
 pub mod karmada_agent_standin;
 pub mod kube_emulator;
 pub mod lab;
+pub mod pty;
 pub mod sushy;
 
 use std::path::PathBuf;

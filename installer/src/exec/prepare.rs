@@ -388,20 +388,24 @@ impl InventoryConnector {
             }
             let mut settings = view.ssh.clone();
             settings.port = Some(view.ssh_port());
+            let vm = vms.get(name);
+            if let Some(vm) = vm {
+                // The lab's login key, which edgeforge generated and put into the VM.
+                settings.identity_file = Some(crate::inventory::Sp::new(vm.keys.identity.clone()));
+            }
             let mut target =
                 SshTarget::from_settings(view.node.address.as_str(), &settings, &jumps, &state)
                     .map_err(|source| PrepareError::Ssh {
                         node: name.to_string(),
                         source,
                     })?;
-            if let Some(vm) = vms.get(name) {
+            if let Some(vm) = vm {
                 // edgeforge generated this VM's host key: only that key is accepted.
                 target.host_key = HostKeyCheck {
                     pinned: None,
                     known_hosts: vec![vm.keys.known_hosts.clone()],
                     accept_new: None,
                 };
-                target.identity_files = vec![vm.keys.identity.clone()];
             }
             ssh.insert(name.to_string(), target);
         }
