@@ -353,7 +353,13 @@ fn limit_selects_tasks_by_key() {
     let plan = plan_of(&inv, Some("task:site/paris-1/*"), &[]);
     assert_eq!(
         keys(&plan),
-        ["site/paris-1/kubeconfig", "site/paris-1/register"]
+        [
+            "site/paris-1/kubeconfig",
+            "site/paris-1/identify",
+            "site/paris-1/check",
+            "site/paris-1/credentials",
+            "site/paris-1/register"
+        ]
     );
     let plan = plan_of(&inv, Some("b1-a,task:p1-s/os"), &[]);
     assert!(
