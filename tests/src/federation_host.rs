@@ -151,6 +151,25 @@ pub struct Federation {
     pub dir: tempfile::TempDir,
 }
 
+/// Waits until the emulator's namespace controller has given every namespace
+/// its `default` ServiceAccount and `kube-root-ca.crt` (it works through its
+/// queue in the background), so snapshots taken before a join are complete.
+async fn settled(emulator: &Emulator) -> anyhow::Result<()> {
+    let store = emulator.store();
+    for _ in 0..1000 {
+        let pending = store.list("v1", "namespaces", None).iter().any(|ns| {
+            let name = ns["metadata"]["name"].as_str().unwrap_or_default();
+            store.get("v1", "configmaps", Some(name), "kube-root-ca.crt").is_none()
+                || store.get("v1", "serviceaccounts", Some(name), "default").is_none()
+        });
+        if !pending {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("the emulator at {} did not fill its namespaces within 10 s", emulator.url())
+}
+
 impl Federation {
     /// A host with the Karmada and KubeFed resources (and the
     /// `kube-federation-system` namespace KubeFed's install creates) and
@@ -185,6 +204,9 @@ impl Federation {
                 )
                 .await?,
             );
+        }
+        for emulator in std::iter::once(&host).chain(&list) {
+            settled(emulator).await?;
         }
         let fed = Federation {
             host,
