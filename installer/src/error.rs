@@ -45,6 +45,12 @@ pub enum Error {
     /// A secret reference could not be read.
     #[error(transparent)]
     Secret(#[from] crate::transport::TargetError),
+    /// A Kubernetes API could not be reached from its kubeconfig.
+    #[error(transparent)]
+    Kube(#[from] crate::kube::KubeError),
+    /// A federation command failed.
+    #[error(transparent)]
+    Federation(#[from] crate::federation::FederationError),
     /// A local file operation failed.
     #[error("{what} {}", path.display())]
     Io {
@@ -69,6 +75,10 @@ impl Error {
             | Error::Secret(_) => 2,
             Error::Inventory(crate::inventory::LoadError::Invalid(_)) => 2,
             Error::Lab(crate::virt::lab::LabError::Invalid(_)) => 2,
+            Error::Kube(
+                crate::kube::KubeError::Config { .. } | crate::kube::KubeError::Insecure { .. },
+            ) => 2,
+            Error::Federation(e) => e.exit_code(),
             Error::Artifact(e) => {
                 use crate::artifacts::ArtifactError as A;
                 match e {

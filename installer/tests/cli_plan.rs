@@ -62,7 +62,7 @@ fn text_plan_lists_sites_nodes_layers_and_dependencies() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.starts_with("plan: 2 site(s), 3 node(s), 14 task(s)"),
+        text.starts_with("plan: 2 site(s), 3 node(s), 20 task(s)"),
         "{text}"
     );
     assert!(text.contains("\nsite edge-a (region eu)\n"), "{text}");
@@ -117,6 +117,9 @@ fn json_plan_is_valid_and_honours_limit_and_layer() {
             "a-s1/k3s",
             "a-a1/k3s",
             "site/edge-a/kubeconfig",
+            "site/edge-a/identify",
+            "site/edge-a/check",
+            "site/edge-a/credentials",
             "site/edge-a/register"
         ]
     );
@@ -249,7 +252,7 @@ fn verbose_reports_timing_and_quiet_stays_silent() {
     let (_dir, inv) = inventory_file();
     let loud = edgeforge(&["plan", "-i", &inv, "-v"]);
     assert!(
-        stderr(&loud).contains("planned 14 task(s) for 3 node(s)"),
+        stderr(&loud).contains("planned 20 task(s) for 3 node(s)"),
         "{}",
         stderr(&loud)
     );
@@ -276,6 +279,10 @@ fn help_and_version_follow_conventions() {
         &["bmc", "power", "--help"],
         &["bmc", "boot", "--help"],
         &["bmc", "media", "--help"],
+        &["federation", "--help"],
+        &["federation", "status", "--help"],
+        &["federation", "unjoin", "--help"],
+        &["federate", "--help"],
     ] {
         let out = edgeforge(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
@@ -287,7 +294,16 @@ fn help_and_version_follow_conventions() {
         );
     }
     let top = stdout(&edgeforge(&["--help"]));
-    for cmd in ["check", "plan", "apply", "bmc", "completions", "man"] {
+    for cmd in [
+        "check",
+        "plan",
+        "apply",
+        "bmc",
+        "federation",
+        "federate",
+        "completions",
+        "man",
+    ] {
         assert!(top.contains(&format!("\n  {cmd} ")), "{cmd} listed: {top}");
     }
 }

@@ -1,10 +1,13 @@
 //! Test harness: real peers (sshd fleet, artifact HTTP server, libvirt lab,
 //! sushy-tools Redfish BMCs) started on loopback, and the stand-ins for what
-//! cannot be had here: a Kubernetes API emulator and a k3s binary.
+//! cannot be had here (a Kubernetes API emulator, a k3s binary, a federation
+//! host's controllers, the karmada-agent), named as such.
 
 pub mod apply;
 pub mod blackhole;
+pub mod cluster_status_standin;
 pub mod fault_proxy;
+pub mod federation_host;
 pub mod sshd;
 pub mod sudo_user;
 pub mod transport_checks;
@@ -14,6 +17,7 @@ pub use sshd::{KeyKind, NodeSpec, SshdFleet, SshdNode};
 pub use sudo_user::SudoUser;
 pub mod http;
 pub mod k3s_standin;
+pub mod karmada_agent_standin;
 pub mod kube_emulator;
 pub mod lab;
 pub mod pty;

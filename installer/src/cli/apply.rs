@@ -95,6 +95,11 @@ pub struct ApplyArgs {
     /// Ignore the journal: run every step even if it was applied with the same inputs.
     #[arg(long)]
     pub force: bool,
+    /// Replace a cluster's registration on the federation host when the host
+    /// has its name for another cluster id (a rebuilt cluster); without it,
+    /// that is an error naming both ids.
+    #[arg(long)]
+    pub reregister: bool,
     #[command(flatten)]
     pub machines: MachineArgs,
 }
@@ -130,8 +135,19 @@ impl ApplyArgs {
         machines: MachineArgs,
     ) -> ApplyArgs {
         ApplyArgs {
-            inventory,
             layer: vec![Layer::Machine],
+            state_dir,
+            machines,
+            ..ApplyArgs::with_inventory(inventory)
+        }
+    }
+
+    /// The arguments of `apply -i FILE` with every default (what commands
+    /// that run their own plan through [`execute`] start from).
+    pub fn with_inventory(inventory: PathBuf) -> ApplyArgs {
+        ApplyArgs {
+            inventory,
+            layer: Vec::new(),
             playbook: None,
             limit: None,
             parallel: 50,
@@ -142,11 +158,16 @@ impl ApplyArgs {
             tags: Vec::new(),
             skip_tags: Vec::new(),
             shard: None,
-            state_dir,
+            state_dir: None,
             log_format: LogFormat::Text,
             log_file: None,
             force: false,
-            machines,
+            reregister: false,
+            machines: MachineArgs {
+                recreate: false,
+                release: baseimage::DEFAULT_RELEASE.to_string(),
+                cache: None,
+            },
         }
     }
 }
@@ -182,6 +203,19 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
     {
         return Err(Error::Invalid(problem.to_string()));
     }
+    execute(g, args, inv, &plan, data, renderer)
+}
+
+/// Runs the tasks of `plan` the way `apply` does (prepare, lock, events,
+/// summary, Ctrl-C); `federation unjoin` runs its plan through here too.
+pub(super) fn execute(
+    g: &GlobalOpts,
+    args: &ApplyArgs,
+    inv: &Inventory,
+    plan: &plan::Plan<'_>,
+    data: DataDir,
+    renderer: Renderer,
+) -> Result<Outcome, Error> {
     let adhoc = match &args.playbook {
         Some(path) => Some(load_playbook_file(path)?),
         None => None,
@@ -194,7 +228,7 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
     }
     let prepared = prepare(
         inv,
-        &plan,
+        plan,
         &PrepareOptions {
             data: &data,
             renderer: &renderer,
@@ -224,6 +258,7 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
         skip_tags: args.skip_tags.clone(),
         force: args.force,
         recreate: args.machines.recreate,
+        reregister: args.reregister,
         state_dir: Some(state_dir.clone()),
     };
     let log = LogArgs {

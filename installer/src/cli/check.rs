@@ -37,6 +37,9 @@ pub struct CheckArgs {
     /// Output format of the diagnostics and summary.
     #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
     pub format: CheckFormat,
+    /// Also check these app files (`edgeforge federate -f`) against the inventory.
+    #[arg(short = 'f', long = "app", value_name = "APP")]
+    pub apps: Vec<PathBuf>,
 }
 
 /// Output format of `edgeforge check`.
@@ -98,9 +101,56 @@ pub fn run(g: &GlobalOpts, args: CheckArgs) -> Outcome {
                     }
                 );
             }
-            Outcome::Success
+            check_apps(g, &args.apps, &loaded.inventory)
         }
         Err(outcome) => outcome,
+    }
+}
+
+/// Checks app files against the inventory: every problem as
+/// `FILE:LINE:COL: error: ...` on standard error.
+fn check_apps(g: &GlobalOpts, apps: &[PathBuf], inv: &Inventory) -> Outcome {
+    let mut outcome = Outcome::Success;
+    for path in apps {
+        let problems = match crate::federation::workload::load(path) {
+            Ok(app) => {
+                crate::federation::workload::problems(&path.display().to_string(), &app, inv)
+            }
+            Err(e) => vec![e.to_string()],
+        };
+        for p in &problems {
+            eprintln!("{}", with_severity(p));
+        }
+        if problems.is_empty() {
+            if !g.quiet {
+                println!("{}: ok", path.display());
+            }
+        } else {
+            eprintln!(
+                "{}: invalid: {} error{}",
+                path.display(),
+                problems.len(),
+                plural(problems.len())
+            );
+            outcome = Outcome::InvalidInput;
+        }
+    }
+    outcome
+}
+
+/// `FILE:LINE:COL: message` as `FILE:LINE:COL: error: message`.
+fn with_severity(problem: &str) -> String {
+    let mut parts = problem.splitn(4, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(f), Some(l), Some(c), Some(rest))
+            if l.trim().parse::<u32>().is_ok() && c.trim().parse::<u32>().is_ok() =>
+        {
+            format!("{f}:{l}:{c}: error:{rest}")
+        }
+        _ => match problem.split_once(": ") {
+            Some((f, rest)) => format!("{f}: error: {rest}"),
+            None => format!("error: {problem}"),
+        },
     }
 }
 

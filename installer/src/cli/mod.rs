@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod apply;
 mod bmc;
 mod check;
+mod federation;
 mod images;
 mod kubeconfig;
 mod lab;
@@ -202,6 +203,8 @@ Examples:
   edgeforge plan -i inventory/appliances.yaml --limit 'site:berlin-*'
   edgeforge apply -i inventory/lab.yaml
   edgeforge bmc status -i inventory/baremetal.yaml --node metal-1
+  edgeforge federation status -i inventory/federation.yaml
+  edgeforge federate -i inventory/federation.yaml -f inventory/nginx-app.yaml
   edgeforge completions bash > ~/.local/share/bash-completion/completions/edgeforge
   edgeforge man --out /usr/local/share/man/man1
 
@@ -259,6 +262,11 @@ pub enum Command {
     Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Take k3s off a site's nodes (or one node): Node deleted, k3s uninstalled.
     Reset(reset::ResetArgs),
+    /// Registrations on the federation host: status, unjoin.
+    #[command(subcommand, after_help = federation::FEDERATION_EXAMPLES)]
+    Federation(federation::FederationCommand),
+    /// Run a workload on several sites: render and apply its Karmada policies or KubeFed objects.
+    Federate(federation::FederateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -287,6 +295,8 @@ pub fn main() -> ExitCode {
         Command::Bmc(cmd) => bmc::run(&cli.global, cmd),
         Command::Kubeconfig(args) => kubeconfig::run(&cli.global, args),
         Command::Reset(args) => reset::run(&cli.global, args),
+        Command::Federation(cmd) => federation::run(&cli.global, cmd),
+        Command::Federate(args) => federation::run_federate(&cli.global, args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "edgeforge", &mut std::io::stdout());

@@ -84,6 +84,8 @@ pub struct Journal {
     applied: HashMap<(String, String), String>,
     pending: BTreeSet<(String, String)>,
     memos: HashMap<String, String>,
+    /// Records appended since the last [`Journal::sync`].
+    unsynced: bool,
 }
 
 impl Journal {
@@ -142,6 +144,7 @@ impl Journal {
             applied,
             pending,
             memos,
+            unsynced: false,
         })
     }
 
@@ -190,6 +193,7 @@ impl Journal {
         }
         let mut line = serde_json::to_vec(&record).unwrap_or_default();
         line.push(b'\n');
+        self.unsynced = true;
         self.file
             .write_all(&line)
             .map_err(|source| JournalError::Io {
@@ -198,12 +202,19 @@ impl Journal {
             })
     }
 
-    /// Forces the journal to disk.
-    pub fn sync(&self) -> Result<(), JournalError> {
+    /// Forces the journal to disk (nothing to do when nothing was appended
+    /// since the last sync: a run of thousands of unjournaled tasks would
+    /// otherwise pay an fsync each).
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        if !self.unsynced {
+            return Ok(());
+        }
         self.file.sync_all().map_err(|source| JournalError::Io {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.unsynced = false;
+        Ok(())
     }
 }
 

@@ -134,6 +134,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Rebuild machines whose spec drifted.
     pub recreate: bool,
+    /// Replace federation registrations that hold another cluster's id (`--reregister`).
+    pub reregister: bool,
     /// The inventory's state directory: journals and outputs (none: neither is kept).
     pub state_dir: Option<PathBuf>,
 }
@@ -149,6 +151,7 @@ impl Default for RunOptions {
             skip_tags: Vec::new(),
             force: false,
             recreate: false,
+            reregister: false,
             state_dir: None,
         }
     }
@@ -919,6 +922,7 @@ impl Shared {
             check: self.opts.check,
             diff: self.opts.diff,
             recreate: self.opts.recreate,
+            reregister: self.opts.reregister,
             state_dir: self.opts.state_dir.as_deref().filter(|_| !self.opts.check),
             privileged: step.privileged,
             origin: format!("{} step '{}'", pb.source, step.name),
@@ -1079,10 +1083,14 @@ impl Shared {
                 secret: p.secret,
             });
         }
+        let items: Vec<(&str, &str, bool)> = published
+            .iter()
+            .map(|o| (o.name.as_str(), o.value.as_str(), o.secret))
+            .collect();
+        self.outputs
+            .publish_all(&run.task.key, &items)
+            .map_err(StepFailure::Outputs)?;
         for o in published {
-            self.outputs
-                .publish(&run.task.key, &o.name, &o.value, o.secret)
-                .map_err(StepFailure::Outputs)?;
             if let Some(outputs) = run.ctx.get_mut("outputs").and_then(Value::as_object_mut) {
                 let mine = outputs
                     .entry(run.task.key.clone())

@@ -117,19 +117,32 @@ impl Outputs {
         value: &str,
         secret: bool,
     ) -> Result<(), OutputsError> {
-        if secret {
-            self.redactor.add(value);
+        self.publish_all(task, &[(name, value, secret)])
+    }
+
+    /// Records several outputs `(name, value, secret)` of `task` at once and
+    /// persists the task's outputs in one write.
+    pub fn publish_all(&self, task: &str, items: &[(&str, &str, bool)]) -> Result<(), OutputsError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        for (_, value, secret) in items {
+            if *secret {
+                self.redactor.add(value);
+            }
         }
         let file = {
             let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
             let outputs = values.entry(task.to_string()).or_default();
-            outputs.insert(
-                name.to_string(),
-                Output {
-                    value: value.to_string(),
-                    secret,
-                },
-            );
+            for (name, value, secret) in items {
+                outputs.insert(
+                    name.to_string(),
+                    Output {
+                        value: value.to_string(),
+                        secret: *secret,
+                    },
+                );
+            }
             OutputsFile {
                 task: task.to_string(),
                 outputs: outputs.clone(),

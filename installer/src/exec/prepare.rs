@@ -207,11 +207,14 @@ pub fn prepare(
                 {
                     context["versions"]["k3s"] = serde_json::Value::String(v.clone());
                 }
-                let data = match (&target, task.node) {
-                    (Target::Hypervisor(_), Some(n)) => vms
+                let data = match (&target, task.node, &task.action) {
+                    (Target::Hypervisor(_), Some(n), _) => vms
                         .get(n.name.as_str())
                         .map(|v| TaskData::Vm(v.clone()))
                         .unwrap_or_default(),
+                    (_, _, crate::plan::Action::Federate { .. }) => TaskData::Federation(Arc::new(
+                        crate::federation::SiteSpec::new(inv, task.site),
+                    )),
                     _ => TaskData::None,
                 };
                 let group = k3s_group(task, opts.max_unavailable);
@@ -489,6 +492,8 @@ fn lab_vms(
 struct KubeSource {
     kubeconfig: PathBuf,
     context: Option<String>,
+    /// The inventory accepts a kubeconfig without TLS verification.
+    allow_insecure: bool,
 }
 
 /// A hypervisor as the inventory describes it.
@@ -557,10 +562,12 @@ impl InventoryConnector {
         // host tasks reach it too (`Reach::site_cluster`), e.g. a node's k3s
         // task waiting for its Node once the first server wrote the kubeconfig.
         for s in &inv.sites {
+            let allow_insecure = s.cluster.insecure_skip_tls_verify;
             let source = match s.cluster.kubeconfig.as_ref() {
                 Some(k) => KubeSource {
                     kubeconfig: k.value.clone(),
                     context: s.cluster.context.clone(),
+                    allow_insecure,
                 },
                 None => KubeSource {
                     kubeconfig: opts
@@ -568,6 +575,7 @@ impl InventoryConnector {
                         .join("kubeconfig")
                         .join(format!("{}.yaml", s.name)),
                     context: None,
+                    allow_insecure,
                 },
             };
             kube.insert(Target::Cluster(s.name.to_string()), source);
@@ -580,6 +588,7 @@ impl InventoryConnector {
                 KubeSource {
                     kubeconfig: k.value.clone(),
                     context: inv.federation.context.clone(),
+                    allow_insecure: inv.federation.insecure_skip_tls_verify,
                 },
             );
         }
@@ -639,21 +648,25 @@ impl Connector for InventoryConnector {
                     other => format!("no kubeconfig is known for {other}"),
                 })
             })?;
-            crate::kube::connect_file(&source.kubeconfig, source.context.as_deref())
-                .await
-                .map_err(|e| ConnectError::Kube {
-                    target: target.to_string(),
-                    kubeconfig: format!(
-                        "{}{}",
-                        source.kubeconfig.display(),
-                        source
-                            .context
-                            .as_ref()
-                            .map(|c| format!(" (context {c})"))
-                            .unwrap_or_default()
-                    ),
-                    source: e,
-                })
+            crate::kube::connect_file_with(
+                &source.kubeconfig,
+                source.context.as_deref(),
+                source.allow_insecure,
+            )
+            .await
+            .map_err(|e| ConnectError::Kube {
+                target: target.to_string(),
+                kubeconfig: format!(
+                    "{}{}",
+                    source.kubeconfig.display(),
+                    source
+                        .context
+                        .as_ref()
+                        .map(|c| format!(" (context {c})"))
+                        .unwrap_or_default()
+                ),
+                source: e,
+            })
         })
     }
 

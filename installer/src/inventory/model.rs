@@ -394,6 +394,91 @@ pub struct Federation {
     /// Context in that kubeconfig (default: its current context).
     #[serde(default)]
     pub context: Option<String>,
+    /// Accept a host kubeconfig that sets `insecure-skip-tls-verify` (default
+    /// false: such a kubeconfig is refused). edgeforge warns every time.
+    #[serde(default, rename = "insecureSkipTLSVerify")]
+    pub insecure_skip_tls_verify: bool,
+    /// Karmada: how sites join unless they set their own `federation.mode`:
+    /// `push` (default) or `pull` (a karmada-agent on the site).
+    #[serde(default)]
+    pub mode: Option<FederationMode>,
+    /// Karmada: the provider recorded on every Cluster (`spec.provider`)
+    /// unless a site sets its own.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Seconds to wait for service-account tokens, for deletions and for a
+    /// pull-mode agent's Cluster to become Ready (default 120).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub wait_timeout: Option<u32>,
+    /// Karmada pull mode: the karmada-agent edgeforge deploys on pull sites.
+    #[serde(default)]
+    pub agent: KarmadaAgent,
+    /// KubeFed: names on the host.
+    #[serde(default)]
+    pub kubefed: KubefedSettings,
+}
+
+/// How a cluster joins Karmada.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FederationMode {
+    /// The host reaches the cluster's API (`karmadactl join`).
+    #[default]
+    Push,
+    /// A karmada-agent on the site reaches the host (`karmadactl register`):
+    /// for sites behind NAT whose API the host cannot reach.
+    Pull,
+}
+
+/// The karmada-agent of pull-mode sites.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KarmadaAgent {
+    /// Image repository (default `docker.io/karmada/karmada-agent`).
+    #[serde(default)]
+    pub image: Option<Sp<String>>,
+    /// Image tag, the Karmada release (default `v1.18.2`).
+    #[serde(default)]
+    pub version: Option<Sp<String>>,
+    /// Pull the image through the site's registry mirror for its registry
+    /// (`k3s.registryMirrors`), when it has one (default true).
+    #[serde(default)]
+    pub use_registry_mirror: Option<bool>,
+    /// The host's API URL as agents reach it (default: the server of the
+    /// federation kubeconfig).
+    #[serde(default)]
+    pub host_endpoint: Option<Sp<String>>,
+}
+
+/// KubeFed names.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubefedSettings {
+    /// The host cluster's name in service-account names `<cluster>-<host>`
+    /// (kubefedctl's `--host-cluster-name`; default `host`).
+    #[serde(default)]
+    #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub host_cluster_name: Option<Sp<String>>,
+    /// The KubeFed system namespace (default `kube-federation-system`).
+    #[serde(default)]
+    pub namespace: Option<Sp<String>>,
+}
+
+/// How one site joins the federation host.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SiteFederation {
+    /// Karmada: `push` or `pull` (default: the inventory's `federation.mode`).
+    #[serde(default)]
+    pub mode: Option<FederationMode>,
+    /// Karmada: the Cluster's provider (default: `federation.provider`).
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The cluster's API URL as the host (push, KubeFed) or Karmada's proxy
+    /// (pull) reaches it (default: the server of the cluster's kubeconfig).
+    #[serde(default)]
+    pub api_endpoint: Option<Sp<String>>,
 }
 
 /// Which federation control plane, if any.
@@ -403,7 +488,7 @@ pub enum FederationKind {
     /// No federation: clusters stand alone.
     #[default]
     None,
-    /// Karmada (push mode join).
+    /// Karmada (push or pull mode, per site).
     Karmada,
     /// KubeFed (archived upstream; kept for existing hosts).
     Kubefed,
@@ -431,6 +516,9 @@ pub struct Site {
     /// The site's cluster.
     #[serde(default)]
     pub cluster: Cluster,
+    /// How the site's cluster joins the federation host.
+    #[serde(default)]
+    pub federation: SiteFederation,
     /// The site's nodes.
     pub nodes: Vec<Node>,
 }
@@ -456,6 +544,10 @@ pub struct Cluster {
     /// must be covered by the servers' `tlsSan`.
     #[serde(default)]
     pub api_server: Option<Sp<String>>,
+    /// Accept a kubeconfig that sets `insecure-skip-tls-verify` (default
+    /// false: such a kubeconfig is refused). edgeforge warns every time.
+    #[serde(default, rename = "insecureSkipTLSVerify")]
+    pub insecure_skip_tls_verify: bool,
 }
 
 /// A machine in a site.

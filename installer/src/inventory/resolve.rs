@@ -81,6 +81,43 @@ impl Inventory {
         ssh
     }
 
+    /// How the site's cluster joins Karmada: its own `federation.mode`, else
+    /// the inventory's, else push.
+    pub fn federation_mode(&self, site: &Site) -> FederationMode {
+        site.federation
+            .mode
+            .or(self.federation.mode)
+            .unwrap_or_default()
+    }
+
+    /// The labels of the site's cluster on the federation host:
+    /// `defaults.labels` < site `defaults.labels` < site `labels`, plus
+    /// `edgeforge.io/site`, `/region` and `/zone` (node labels are not the
+    /// cluster's).
+    pub fn cluster_labels(&self, site: &Site) -> BTreeMap<String, String> {
+        let mut labels = self.defaults.labels.clone();
+        labels.extend(site.defaults.labels.clone());
+        labels.extend(site.labels.clone());
+        labels.insert("edgeforge.io/site".into(), site.name.value.clone());
+        if let Some(region) = &site.region {
+            labels.insert("edgeforge.io/region".into(), region.clone());
+        }
+        if let Some(zone) = &site.zone {
+            labels.insert("edgeforge.io/zone".into(), zone.clone());
+        }
+        labels
+    }
+
+    /// The effective k3s settings of the site's first server (its registry
+    /// mirrors are the site's), or the site defaults when it has none.
+    pub fn site_k3s(&self, site: &Site) -> K3sSettings {
+        let defaults = overlay_defaults(&self.defaults, &site.defaults);
+        match site.nodes.iter().find(|n| n.role == Role::Server) {
+            Some(node) => defaults.k3s.overlay(&node.k3s),
+            None => defaults.k3s,
+        }
+    }
+
     /// The name of the site's cluster (the site name unless set).
     pub fn cluster_name(site: &Site) -> &str {
         site.cluster

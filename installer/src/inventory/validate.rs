@@ -66,6 +66,7 @@ pub(crate) fn check_meaning(root: &Node, base_dir: &Path, diags: &mut Diagnostic
         }
         c.site(site, inventory_ssh, inventory_k3s);
     }
+    c.site_federation(root);
 }
 
 /// The inventory's `versions.k3s` must be a release the artifact manifest
@@ -310,6 +311,126 @@ impl Checker<'_> {
                 }
             }
             _ => {}
+        }
+        if let Some(insecure) = fed.get("insecureSkipTLSVerify") {
+            self.insecure_warning(insecure, "the federation host");
+        }
+        if let Some(mode) = fed.get("mode")
+            && kind != "karmada"
+        {
+            self.diags.warning(
+                mode.at(),
+                format!("`mode` is ignored: only Karmada has push and pull modes, and the federation is `{kind}`."),
+                "Remove `mode`, or set `type: karmada`.",
+            );
+        }
+        if let Some(agent) = fed.get("agent") {
+            if let Some(image) = agent.get("image")
+                && let Some(text) = image.as_str()
+                && !is_image_repository(text)
+            {
+                self.diags.error(
+                    image.at(),
+                    format!("The agent `image` `{text}` is not an image repository."),
+                    "Write the repository without a tag, e.g. `docker.io/karmada/karmada-agent`; \
+                     the tag goes into `version`.",
+                );
+            }
+            if let Some(version) = agent.get("version")
+                && let Some(text) = version.as_str()
+                && !is_image_tag(text)
+            {
+                self.diags.error(
+                    version.at(),
+                    format!("The agent `version` `{text}` is not an image tag."),
+                    "Write a Karmada release tag, e.g. `v1.18.2`.",
+                );
+            }
+            if let Some(endpoint) = agent.get("hostEndpoint") {
+                self.url(endpoint, "The agent's `hostEndpoint`");
+            }
+        }
+        if let Some(kubefed) = fed.get("kubefed") {
+            for key in ["hostClusterName", "namespace"] {
+                if let Some(name) = kubefed.get(key) {
+                    self.dns_label(name, &format!("`kubefed.{key}`"));
+                }
+            }
+        }
+    }
+
+    /// Checks what each site says about joining the federation host: modes
+    /// the federation has, endpoints that are URLs, and cluster names the
+    /// host can tell apart.
+    fn site_federation(&mut self, root: &Node) {
+        let fed = root.get("federation");
+        let kind = fed
+            .and_then(|f| f.get("type"))
+            .and_then(Node::as_str)
+            .unwrap_or("none");
+        let mut clusters: HashMap<String, (u32, u32)> = HashMap::new();
+        for site in root.get("sites").map(Node::items).unwrap_or(&[]) {
+            let Some(site_name) = site.get("name").and_then(Node::as_str) else {
+                continue;
+            };
+            if let Some(insecure) = site
+                .get("cluster")
+                .and_then(|c| c.get("insecureSkipTLSVerify"))
+            {
+                self.insecure_warning(insecure, &format!("site `{site_name}`'s cluster"));
+            }
+            let cluster = site.get("cluster").and_then(|c| c.get("name"));
+            let name_node = cluster
+                .filter(|n| n.as_str().is_some())
+                .or(site.get("name"));
+            if kind != "none"
+                && let Some(node) = name_node
+                && let Some(name) = node.as_str()
+            {
+                if let Some(first) = clusters.get(name) {
+                    self.diags.error(
+                        node.at(),
+                        format!(
+                            "Site `{site_name}`'s cluster is called `{name}` on the federation host, \
+                             like the cluster of the site at line {}.",
+                            first.0
+                        ),
+                        "Give one of them its own `cluster.name`; the host keeps one registration per name.",
+                    );
+                } else {
+                    clusters.insert(name.to_owned(), node.at());
+                }
+            }
+            let Some(sf) = site.get("federation") else {
+                continue;
+            };
+            if let Some(endpoint) = sf.get("apiEndpoint") {
+                self.url(endpoint, "The cluster's `apiEndpoint`");
+            }
+            if let Some(mode) = sf.get("mode")
+                && kind != "karmada"
+            {
+                self.diags.error(
+                    mode.at(),
+                    format!(
+                        "Site `{site_name}` sets `federation.mode`, but the federation is `{kind}`; \
+                         only Karmada has push and pull modes."
+                    ),
+                    "Remove the site's `federation.mode`, or set the inventory's `federation.type: karmada`.",
+                );
+            }
+        }
+    }
+
+    /// Warns that TLS verification of an API is switched off.
+    fn insecure_warning(&mut self, flag: &Node, what: &str) {
+        if flag.as_bool() == Some(true) {
+            self.diags.warning(
+                flag.at(),
+                format!("TLS verification of {what} is off: anyone on the path can read its tokens."),
+                "Put the API server's CA into the kubeconfig (`certificate-authority-data`) and remove \
+                 `insecureSkipTLSVerify`.",
+            );
         }
     }
 
@@ -1385,6 +1506,39 @@ fn is_registry_host(s: &str) -> bool {
     host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
+/// An image repository without tag or digest: `registry[:port]/path` or `path`, lowercase.
+fn is_image_repository(s: &str) -> bool {
+    let (first, rest) = s.split_once('/').unwrap_or(("", s));
+    let registry_ok = if first.contains('.') || first.contains(':') || first == "localhost" {
+        is_registry_host(first)
+    } else {
+        first.is_empty() || is_path_component(first)
+    };
+    !s.is_empty() && registry_ok && rest.split('/').all(is_path_component)
+}
+
+/// One path component of an image name: lowercase letters, digits, and
+/// `.`, `_`, `-` separators between them.
+fn is_path_component(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// An image tag: up to 128 letters, digits, `_`, `.`, `-`, not starting with `.` or `-`.
+fn is_image_tag(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// A Kubernetes label key: `[prefix/]name`.
 fn is_label_key(s: &str) -> bool {
     let (prefix, name) = match s.rsplit_once('/') {
@@ -1468,6 +1622,31 @@ mod tests {
         assert!(is_label_value("2026q4"));
         assert!(!is_label_value("-x"));
         assert!(!is_label_value(&"x".repeat(64)));
+    }
+
+    #[test]
+    fn image_repositories_and_tags() {
+        for ok in [
+            "docker.io/karmada/karmada-agent",
+            "karmada/karmada-agent",
+            "registry.eu.example.com:5000/karmada/karmada-agent",
+            "busybox",
+        ] {
+            assert!(is_image_repository(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "docker.io/karmada/karmada-agent:v1.18.2",
+            "Karmada/agent",
+            "a//b",
+            "a b",
+        ] {
+            assert!(!is_image_repository(bad), "{bad}");
+        }
+        assert!(is_image_tag("v1.18.2"));
+        assert!(is_image_tag("latest"));
+        assert!(!is_image_tag("-x"));
+        assert!(!is_image_tag("a:b"));
     }
 
     #[test]

@@ -5,12 +5,22 @@
 //! [`nodes`] waits for Nodes and cordons, drains, uncordons and deletes them;
 //! [`skew`] holds the (pure) version rules of an upgrade.
 //!
+//! A kubeconfig that turns verification off (`insecure-skip-tls-verify`) is
+//! refused unless the caller says the inventory allows it
+//! ([`connect_file_with`]); the connection then says so
+//! ([`KubeConn::insecure`]) for the step to warn. kube-rs's built-in retry
+//! layer is switched off: it retries 429/503/504 up to 15 times with
+//! exponential backoff (minutes in the worst case) and never retries a 500
+//! or a dropped connection. Callers that retry use [`retry`], bounded and
+//! said in the error.
+//!
 //! A leaf beside transport: the executor opens connections here, step kinds
 //! use them. Nothing here shells out to kubectl.
 
 pub mod kubeconfig;
 pub mod nodes;
 pub mod skew;
+pub mod retry;
 
 use std::path::Path;
 use std::time::Duration;
@@ -43,6 +53,14 @@ pub enum KubeError {
     /// The client could not be built (TLS material, proxy settings).
     #[error("building the API client")]
     Client(#[source] kube::Error),
+    /// The kubeconfig switches TLS verification off and the inventory does not allow it.
+    #[error(
+        "the kubeconfig {origin} turns TLS verification off (`insecure-skip-tls-verify`); put the API server's CA into it (`certificate-authority-data`), or set `insecureSkipTLSVerify: true` for it in the inventory to accept the risk"
+    )]
+    Insecure {
+        /// Where it came from.
+        origin: String,
+    },
     /// An API call failed.
     #[error(transparent)]
     Api(#[from] kube::Error),
@@ -69,6 +87,8 @@ pub struct KubeConn {
     pub ca_pem: Option<String>,
     /// Where the kubeconfig came from (path and context), for messages.
     pub source: String,
+    /// TLS verification is off (allowed by the inventory): steps warn.
+    pub insecure: bool,
 }
 
 impl std::fmt::Debug for KubeConn {
@@ -80,8 +100,19 @@ impl std::fmt::Debug for KubeConn {
     }
 }
 
-/// An API connection from the kubeconfig file at `path` (its current context, or `context`).
+/// An API connection from the kubeconfig file at `path` (its current context,
+/// or `context`); a kubeconfig without TLS verification is refused.
 pub async fn connect_file(path: &Path, context: Option<&str>) -> Result<KubeConn, KubeError> {
+    connect_file_with(path, context, false).await
+}
+
+/// [`connect_file`], accepting a kubeconfig without TLS verification when
+/// `allow_insecure` (the inventory's `insecureSkipTLSVerify`).
+pub async fn connect_file_with(
+    path: &Path,
+    context: Option<&str>,
+    allow_insecure: bool,
+) -> Result<KubeConn, KubeError> {
     let text = std::fs::read_to_string(path).map_err(|source| KubeError::Read {
         path: path.display().to_string(),
         source,
@@ -93,14 +124,25 @@ pub async fn connect_file(path: &Path, context: Option<&str>) -> Result<KubeConn
             .map(|c| format!(" (context {c})"))
             .unwrap_or_default()
     );
-    connect_yaml(&origin, &text, context).await
+    connect_yaml_with(&origin, &text, context, allow_insecure).await
 }
 
-/// An API connection from kubeconfig text; `origin` names it in errors.
+/// An API connection from kubeconfig text; `origin` names it in errors. A
+/// kubeconfig without TLS verification is refused.
 pub async fn connect_yaml(
     origin: &str,
     yaml: &str,
     context: Option<&str>,
+) -> Result<KubeConn, KubeError> {
+    connect_yaml_with(origin, yaml, context, false).await
+}
+
+/// [`connect_yaml`], accepting a kubeconfig without TLS verification when `allow_insecure`.
+pub async fn connect_yaml_with(
+    origin: &str,
+    yaml: &str,
+    context: Option<&str>,
+    allow_insecure: bool,
 ) -> Result<KubeConn, KubeError> {
     let config_err = |source| KubeError::Config {
         origin: origin.to_string(),
@@ -112,9 +154,17 @@ pub async fn connect_yaml(
         context: context.map(str::to_string),
         ..KubeConfigOptions::default()
     };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(config_err)?;
+    if config.accept_invalid_certs && !allow_insecure {
+        return Err(KubeError::Insecure {
+            origin: origin.to_string(),
+        });
+    }
+    // Bounded retries belong to the caller (see `retry`), not to kube-rs.
+    config.default_retry = false;
+    let insecure = config.accept_invalid_certs;
     let url = config
         .cluster_url
         .to_string()
@@ -132,6 +182,7 @@ pub async fn connect_yaml(
         url,
         ca_pem,
         source: origin.to_string(),
+        insecure,
     })
 }
 

@@ -11,8 +11,9 @@
 //! servers and agents join it). Each site then has cluster-level tasks: in the
 //! `k3s` layer `fetch-kubeconfig` (fetch it from the first server and wait for
 //! every node to be Ready: "the cluster is ready"), and in the `federation`
-//! layer `register` (join the cluster into Karmada or KubeFed; omitted when the
-//! federation type is `none`).
+//! layer a chain that joins the cluster into Karmada or KubeFed, alternating
+//! between the site's cluster and the federation host ([`federation`];
+//! omitted when the federation type is `none`).
 //!
 //! # Dependencies
 //!
@@ -22,7 +23,7 @@
 //!   (each after the one before it: concurrent etcd joins fail), and the
 //!   first server before the site's agents, which join in parallel;
 //! - every node's k3s task before the site's `fetch-kubeconfig`, which comes
-//!   before `register`;
+//!   before the federation chain (`identify` … `register`);
 //! - a VM's `machine` task after the `virt` task of its hypervisor when that
 //!   hypervisor is itself a node: a `hypervisorHost` node whose name equals the
 //!   hypervisor's name, or whose address is the host of the hypervisor's URI.
@@ -52,6 +53,7 @@
 //! executor attaches step lists in a side table indexed by [`TaskId`], built
 //! with [`Plan::attach`].
 
+pub mod federation;
 mod limit;
 mod render;
 pub mod reset;
@@ -60,8 +62,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
 
-use crate::inventory::{FederationKind, Inventory, Machine, Node, Role, Site};
+use crate::inventory::{Inventory, Machine, Node, Role, Site};
 
+pub use federation::{FederationStep, Flavour, federation_unjoin, unjoin_chain};
 pub use limit::{Limit, LimitError};
 pub use render::{JSON_SCHEMA_VERSION, render_dot, render_json, render_text};
 
@@ -156,12 +159,14 @@ pub enum Action<'a> {
         /// How many nodes must be Ready.
         nodes: usize,
     },
-    /// Register the cluster into the federation host.
-    Register {
+    /// One task of registering (or unregistering) the cluster on the federation host.
+    Federate {
         /// Cluster name on the federation host.
         cluster: &'a str,
-        /// Karmada or KubeFed.
-        federation: FederationKind,
+        /// Karmada push, pull, or KubeFed.
+        flavour: Flavour,
+        /// Which task of the chain.
+        step: FederationStep,
     },
 }
 
@@ -178,7 +183,7 @@ impl Action<'_> {
             Action::JoinServer { .. } => "join-server",
             Action::JoinAgent { .. } => "join-agent",
             Action::FetchKubeconfig { .. } => "fetch-kubeconfig",
-            Action::Register { .. } => "register",
+            Action::Federate { step, .. } => step.name(),
         }
     }
 
@@ -195,11 +200,7 @@ impl Action<'_> {
                 "k3s/node"
             }
             Action::FetchKubeconfig { .. } => "k3s/kubeconfig",
-            Action::Register {
-                federation: FederationKind::Kubefed,
-                ..
-            } => "federation/kubefed",
-            Action::Register { .. } => "federation/karmada",
+            Action::Federate { flavour, step, .. } => step.playbook(*flavour),
         }
     }
 }
@@ -223,16 +224,11 @@ impl fmt::Display for Action<'_> {
                 f,
                 "fetch kubeconfig from {first}, wait for {nodes} node(s) Ready"
             ),
-            Action::Register {
+            Action::Federate {
                 cluster,
-                federation,
-            } => {
-                let host = match federation {
-                    FederationKind::Kubefed => "kubefed",
-                    _ => "karmada",
-                };
-                write!(f, "register cluster {cluster} into {host}")
-            }
+                flavour,
+                step,
+            } => step.describe(*flavour, cluster, f),
         }
     }
 }
@@ -453,7 +449,7 @@ fn task_key(site: &Site, node: Option<&Node>, layer: Layer, action: &Action<'_>)
         Some(n) => format!("{}/{}", n.name.as_str(), layer),
         None => {
             let what = match action {
-                Action::Register { .. } => "register",
+                Action::Federate { step, .. } => step.key(),
                 _ => "kubeconfig",
             };
             format!("site/{}/{}", site.name.as_str(), what)
@@ -500,7 +496,6 @@ fn generate<'a>(inv: &'a Inventory) -> Result<Generated<'a>, PlanError> {
     // Node name -> id of its virt task, filled as generated; VM edges resolved after.
     let mut virt_task: HashMap<&str, TaskId> = HashMap::new();
     let mut vm_edges: Vec<(TaskId, &str)> = Vec::new();
-    let federated = inv.federation.kind != FederationKind::None;
 
     for (site_index, site) in inv.sites.iter().enumerate() {
         let first = site
@@ -611,16 +606,7 @@ fn generate<'a>(inv: &'a Inventory) -> Result<Generated<'a>, PlanError> {
             },
             all_k3s,
         );
-        if federated {
-            push_cluster(
-                Layer::Federation,
-                Action::Register {
-                    cluster: Inventory::cluster_name(site),
-                    federation: inv.federation.kind,
-                },
-                vec![ready],
-            );
-        }
+        federation::push_join(&mut push_cluster, inv, site, ready);
     }
     for (vm_machine, host) in vm_edges {
         if let Some(&v) = virt_task.get(host)

@@ -100,6 +100,9 @@ fn single_site_has_exact_order_and_edges() {
             "a1/os",
             "a1/k3s",
             "site/s/kubeconfig",
+            "site/s/identify",
+            "site/s/check",
+            "site/s/credentials",
             "site/s/register",
         ]
     );
@@ -112,7 +115,8 @@ fn single_site_has_exact_order_and_edges() {
         deps(&plan, "site/s/kubeconfig"),
         ["s1/k3s", "s2/k3s", "a1/k3s"]
     );
-    assert_eq!(deps(&plan, "site/s/register"), ["site/s/kubeconfig"]);
+    assert_eq!(deps(&plan, "site/s/identify"), ["site/s/kubeconfig"]);
+    assert_eq!(deps(&plan, "site/s/register"), ["site/s/credentials"]);
     assert_eq!(task(&plan, "s1/k3s").action, Action::InitFirstServer);
     assert_eq!(
         task(&plan, "s2/k3s").action,
@@ -208,7 +212,7 @@ fn federation_none_omits_registration_and_kubefed_names_its_playbook() {
     let inv = inventory(&doc("kubefed", &[site("s", &[("s1", "server")])]));
     let plan = plan_of(&inv, None, &[]);
     let register = task(&plan, "site/s/register");
-    assert_eq!(register.action.playbook(), "federation/kubefed");
+    assert_eq!(register.action.playbook(), "federation/kubefed-register");
     assert_eq!(
         register.action.to_string(),
         "register cluster s into kubefed"
@@ -343,6 +347,9 @@ fn limit_keeps_cluster_tasks_of_touched_sites_and_marks_outside_deps_external() 
             "b1-a/os",
             "b1-a/k3s",
             "site/berlin-1/kubeconfig",
+            "site/berlin-1/identify",
+            "site/berlin-1/check",
+            "site/berlin-1/credentials",
             "site/berlin-1/register",
         ]
     );
@@ -387,7 +394,13 @@ fn limit_selects_tasks_by_key() {
     let plan = plan_of(&inv, Some("task:site/paris-1/*"), &[]);
     assert_eq!(
         keys(&plan),
-        ["site/paris-1/kubeconfig", "site/paris-1/register"]
+        [
+            "site/paris-1/kubeconfig",
+            "site/paris-1/identify",
+            "site/paris-1/check",
+            "site/paris-1/credentials",
+            "site/paris-1/register"
+        ]
     );
     let plan = plan_of(&inv, Some("b1-a,task:p1-s/os"), &[]);
     assert!(
@@ -426,14 +439,21 @@ fn layer_selection_keeps_only_those_layers() {
         [
             "p1-s/k3s",
             "site/paris-1/kubeconfig",
+            "site/paris-1/identify",
+            "site/paris-1/check",
+            "site/paris-1/credentials",
             "site/paris-1/register"
         ]
     );
     assert_eq!(task(&plan, "p1-s/k3s").external_deps, ["p1-s/os"]);
     assert_eq!(task(&plan, "p1-s/k3s").wave, 0);
     assert_eq!(
-        deps(&plan, "site/paris-1/register"),
+        deps(&plan, "site/paris-1/identify"),
         ["site/paris-1/kubeconfig"]
+    );
+    assert_eq!(
+        deps(&plan, "site/paris-1/register"),
+        ["site/paris-1/credentials"]
     );
 }
 
@@ -611,7 +631,7 @@ fn json_output_follows_the_documented_schema() {
     let last = tasks.last().expect("a task");
     assert_eq!(last["key"], "site/lab/register");
     assert_eq!(last["node"], serde_json::Value::Null);
-    assert_eq!(last["deps"], serde_json::json!(["site/lab/kubeconfig"]));
+    assert_eq!(last["deps"], serde_json::json!(["site/lab/credentials"]));
 }
 
 mod properties {

@@ -19,9 +19,11 @@
 //! (flush_handlers), [`kube`] (Nodes through the Kubernetes API: wait,
 //! cordon, drain, uncordon, delete, the upgrade's version skew), [`k3s`]
 //! (the kubeconfig fetched from a server, registry TLS files), [`vm`] (the
-//! libvirt machine layer).
+//! libvirt machine layer), [`federation`] (joins into Karmada or KubeFed, one
+//! kind per task of the chain).
 
 pub mod artifact;
+pub mod federation;
 pub mod flow;
 pub mod k3s;
 pub mod kube;
@@ -155,6 +157,8 @@ pub enum TaskData {
     None,
     /// A VM the machine layer defines and boots.
     Vm(Arc<vm::VmTask>),
+    /// A site's registration on the federation host.
+    Federation(Arc<crate::federation::SiteSpec>),
 }
 
 /// What a step needs to run.
@@ -179,6 +183,8 @@ pub struct StepEnv<'a> {
     pub diff: bool,
     /// Rebuild machines whose spec drifted.
     pub recreate: bool,
+    /// Replace a registration on the federation host that holds another cluster's id.
+    pub reregister: bool,
     /// The inventory's state directory (kubeconfigs go to `kubeconfig/<site>.yaml`);
     /// `None` in check mode and when the run keeps no state.
     pub state_dir: Option<&'a std::path::Path>,
@@ -447,6 +453,18 @@ kinds!(
     vm::VmImageParams,
     vm::VmDefineParams,
     vm::VmBootParams,
+    federation::IdentifyParams,
+    federation::KarmadaCheckParams,
+    federation::KarmadaPushCredentialsParams,
+    federation::KarmadaPushRegisterParams,
+    federation::KarmadaPullAgentAccessParams,
+    federation::KarmadaPullAgentParams,
+    federation::KarmadaPullRegisterParams,
+    federation::KubefedCheckParams,
+    federation::KubefedCredentialsParams,
+    federation::KubefedRegisterParams,
+    federation::UnregisterParams,
+    federation::CleanupParams,
 );
 
 /// A step with rendered parameters and loaded content: what the journal hashes.
@@ -558,6 +576,9 @@ pub enum StepError {
     /// The lab's key material could not be made or read.
     #[error(transparent)]
     Lab(#[from] crate::virt::lab::LabError),
+    /// A federation API call failed, or the host's state forbids the step.
+    #[error(transparent)]
+    Federation(#[from] crate::federation::FederationError),
     /// The rendered parameters make no sense, or the step cannot run.
     #[error("{0}")]
     Invalid(String),
