@@ -155,7 +155,8 @@ def parse_args() -> argparse.Namespace:
                    help="edgeforge binary (default target/release/edgeforge, else target/debug/edgeforge)")
     p.add_argument("--no-force", action="store_true",
                    help="run edgeforge without --force, so a warm run skips the steps its journal "
-                        "records as applied (not comparable with the peers; use with --no-save)")
+                        "records as applied (not comparable with the peers; use with --no-save); fleet "
+                        "workload only: with --workload artifacts, only the rehash mode adds --force")
     p.add_argument("--port", type=int, default=22022, help="sshd port on every 127.0.0.x (default 22022)")
     p.add_argument("--user", default=DEFAULT_USER,
                    help=f"account every tool logs in to the nodes as; created with the stock /etc/skel "
@@ -308,6 +309,8 @@ def measure_all(args, tools, fleet, work, workload, record_done) -> list[Record]
             skipped = [m for m in args.modes if m not in modes]
             if skipped:
                 print(f"{tool.name} N={n}: no {' or '.join(skipped)} runs ({tool.skip_reason})")
+            if not modes:
+                continue
             by_mode = {m: Record(tool.name, tool.version(), n, m) for m in modes}
             if "cold" not in modes:
                 # Warm runs need applied state: one untimed cold run first.
