@@ -108,6 +108,8 @@ ARTIFACT_TARBALL = ("bench-images.tar", 20261202, 0o644)
 ARTIFACT_TAR_MEMBERS = (("images/base-layer.bin", 80_000_000), ("images/app-layer.bin", 70_000_000),
                         ("images/config-layer.bin", 30_000_000), ("images/data-layer.bin", 19_985_000))
 ARTIFACT_PATHS = ("bench-agent", "bench-images.tar")
+# file → its name in edgeforge's artifact cache (the `name:` of workload-artifacts/edgeforge.yaml's steps).
+ARTIFACT_NAMES = {"bench-agent": "bench-agent", "bench-images.tar": "bench-images"}
 ARTIFACT_VERSION = "1.0.0"
 # Bumped when the generator changes, so a cached copy in the workdir is made again.
 ARTIFACT_GENERATOR = "artifacts-v1"
@@ -944,17 +946,20 @@ def fill_artifact_cache(cache: Path, files: dict, src: Path, edgeforge: Path) ->
         try:
             entries = {(e["name"], e["version"], e["arch"]): e["sha256"]
                        for e in json.loads(index.read_text())["entries"]}
-            if all(entries.get((n, ARTIFACT_VERSION, "amd64")) == files[n]["sha256"]
+            if all(entries.get((ARTIFACT_NAMES[n], ARTIFACT_VERSION, "amd64")) == files[n]["sha256"]
                    and (cache / "sha256" / files[n]["sha256"]).is_file() for n in ARTIFACT_PATHS):
                 return
         except (ValueError, KeyError, TypeError):
             pass
     if not shutil.which("zstd"):
         raise BenchError("zstd is needed to write the artifact bundle: apt-get install -y zstd")
+    # The bench's own cache: whatever it held (an older generator's files) goes.
+    if cache.exists():
+        shutil.rmtree(cache)
     t0 = time.perf_counter()
     bundle = cache.parent / "bench-artifacts.tar.zst"
     manifest = {"format": "edgeforge-bundle/v1", "artifacts": [
-        {"name": n, "version": ARTIFACT_VERSION, "arch": "amd64", "file": n,
+        {"name": ARTIFACT_NAMES[n], "version": ARTIFACT_VERSION, "arch": "amd64", "file": n,
          "sha256": files[n]["sha256"], "size": files[n]["size"]} for n in ARTIFACT_PATHS]}
     data = json.dumps(manifest, indent=1).encode()
     with open(bundle, "wb") as out:
