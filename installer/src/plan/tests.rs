@@ -127,13 +127,15 @@ fn single_site_has_exact_order_and_edges() {
         "register cluster s into karmada"
     );
     // Waves: machine/os of all nodes in parallel, then s1, then s2 and a1
-    // together (agents need only the first server), kubeconfig, register.
+    // together (agents need only the first server), kubeconfig, and the
+    // federation chain (identify, check, credentials, register).
     assert_eq!(task(&plan, "a1/os").wave, 1);
     assert_eq!(task(&plan, "s1/k3s").wave, 2);
     assert_eq!(task(&plan, "s2/k3s").wave, 3);
     assert_eq!(task(&plan, "a1/k3s").wave, 3);
-    assert_eq!(task(&plan, "site/s/register").wave, 5);
-    assert_eq!(plan.wave_count(), 6);
+    assert_eq!(task(&plan, "site/s/identify").wave, 5);
+    assert_eq!(task(&plan, "site/s/register").wave, 8);
+    assert_eq!(plan.wave_count(), 9);
     assert_eq!(task(&plan, "a1/k3s").action.playbook(), "k3s/node");
     assert_eq!(
         task(&plan, "site/s/kubeconfig").action.playbook(),
