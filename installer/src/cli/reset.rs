@@ -12,10 +12,11 @@ use super::{GlobalOpts, Outcome};
 use crate::Error;
 use crate::data::DataDir;
 use crate::exec::outputs::{Outputs, file_name};
-use crate::exec::prepare::{PrepareOptions, prepare_reset};
+use crate::exec::prepare::{PrepareOptions, prepare};
 use crate::exec::{RunOptions, TaskOutcome};
 use crate::inventory::Inventory;
-use crate::plan::reset::{ResetAction, reset_plan};
+use crate::plan::Action;
+use crate::plan::reset::reset_plan;
 use crate::render::Renderer;
 use crate::virt::baseimage::{self, BuildOptions};
 
@@ -79,6 +80,7 @@ fn reset(g: &GlobalOpts, args: &ResetArgs, inv: &Inventory) -> Result<Outcome, E
     let plan = reset_plan(inv, args.site.as_deref(), args.node.as_deref())
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let nodes: Vec<&str> = plan
+        .tasks()
         .iter()
         .filter_map(|t| t.node.map(|n| n.name.as_str()))
         .collect();
@@ -89,7 +91,7 @@ fn reset(g: &GlobalOpts, args: &ResetArgs, inv: &Inventory) -> Result<Outcome, E
     let data = DataDir::new(g.data_dir.as_deref());
     let renderer = Renderer::new(&data)?;
     let state_dir = super::state_dir(args.state_dir.as_deref(), inv, &args.inventory);
-    let prepared = prepare_reset(
+    let prepared = prepare(
         inv,
         &plan,
         &PrepareOptions {
@@ -132,8 +134,8 @@ fn reset(g: &GlobalOpts, args: &ResetArgs, inv: &Inventory) -> Result<Outcome, E
         crate::exec::events::Redactor::default(),
     )
     .map_err(crate::exec::ExecError::from)?;
-    for t in &plan {
-        if let (Some(n), ResetAction::ResetNode) = (t.node, t.action)
+    for t in plan.tasks() {
+        if let (Some(n), Action::ResetNode) = (t.node, t.action)
             && done(&t.key())
         {
             forget(
@@ -152,6 +154,7 @@ fn reset(g: &GlobalOpts, args: &ResetArgs, inv: &Inventory) -> Result<Outcome, E
             .filter(|s| args.site.as_deref().is_none_or(|w| w == s.name.as_str()))
         {
             let all = plan
+                .tasks()
                 .iter()
                 .filter(|t| std::ptr::eq(t.site, site))
                 .all(|t| done(&t.key()));

@@ -159,6 +159,8 @@ pub enum Action<'a> {
         /// How many nodes must be Ready.
         nodes: usize,
     },
+    /// `edgeforge reset`: delete the node's Node, then stop and uninstall k3s on it.
+    ResetNode,
     /// One task of registering (or unregistering) the cluster on the federation host.
     Federate {
         /// Cluster name on the federation host.
@@ -183,6 +185,7 @@ impl Action<'_> {
             Action::JoinServer { .. } => "join-server",
             Action::JoinAgent { .. } => "join-agent",
             Action::FetchKubeconfig { .. } => "fetch-kubeconfig",
+            Action::ResetNode => "reset-node",
             Action::Federate { step, .. } => step.name(),
         }
     }
@@ -200,6 +203,7 @@ impl Action<'_> {
                 "k3s/node"
             }
             Action::FetchKubeconfig { .. } => "k3s/kubeconfig",
+            Action::ResetNode => "k3s/reset",
             Action::Federate { flavour, step, .. } => step.playbook(*flavour),
         }
     }
@@ -224,6 +228,7 @@ impl fmt::Display for Action<'_> {
                 f,
                 "fetch kubeconfig from {first}, wait for {nodes} node(s) Ready"
             ),
+            Action::ResetNode => f.write_str("delete its Node, uninstall k3s"),
             Action::Federate {
                 cluster,
                 flavour,
@@ -446,6 +451,8 @@ struct Generated<'a> {
 
 fn task_key(site: &Site, node: Option<&Node>, layer: Layer, action: &Action<'_>) -> String {
     match node {
+        // A reset is a plan of its own; its key says so.
+        Some(n) if *action == Action::ResetNode => format!("{}/reset", n.name.as_str()),
         Some(n) => format!("{}/{}", n.name.as_str(), layer),
         None => {
             let what = match action {

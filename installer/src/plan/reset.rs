@@ -1,57 +1,19 @@
 //! The reset plan: the order in which `edgeforge reset` takes k3s off a
-//! site's nodes (or one node). Pure, like the plan.
+//! site's nodes (or one node), as an ordinary [`Plan`] the executor walks
+//! like any other. Pure, like the plan.
 //!
 //! For a whole site on a federation host (`federation.type` other than
-//! `none`) the site is first unjoined from the federation
-//! ([`federation_unjoin`], the federation layer's hook). Then its agents are
-//! reset (all at once), then its other servers one at a time in reverse file
-//! order, and the first server last, so the cluster's API answers for as long
-//! as a Node must be deleted through it and etcd loses one member at a time.
-//! A single node (`--node`) is reset on its own.
+//! `none`) the site is first unjoined from the federation (the federation
+//! layer's [`unjoin_chain`], the same tasks as `edgeforge federation
+//! unjoin`). Then its agents are reset (all at once), then its other
+//! servers one at a time in reverse file order, and the first server last,
+//! so the cluster's API answers for as long as a Node must be deleted
+//! through it and etcd loses one member at a time. A single node (`--node`)
+//! is reset on its own.
 
-use crate::inventory::{FederationKind, Inventory, Node, Role, Site};
-
-/// What a reset task does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetAction {
-    /// Unjoin the site's cluster from the federation host (playbook `federation/unjoin`).
-    FederationUnjoin,
-    /// Delete the node's Node, then stop and uninstall k3s on it (playbook `k3s/reset`).
-    ResetNode,
-}
-
-impl ResetAction {
-    /// The playbook (relative to playbooks/, without extension).
-    pub fn playbook(self) -> &'static str {
-        match self {
-            ResetAction::FederationUnjoin => "federation/unjoin",
-            ResetAction::ResetNode => "k3s/reset",
-        }
-    }
-}
-
-/// One task of a reset.
-#[derive(Debug, Clone)]
-pub struct ResetTask<'a> {
-    /// The site.
-    pub site: &'a Site,
-    /// The node, for node resets.
-    pub node: Option<&'a Node>,
-    /// What it does.
-    pub action: ResetAction,
-    /// Indices (in the reset plan) of the tasks that must succeed first.
-    pub deps: Vec<usize>,
-}
-
-impl ResetTask<'_> {
-    /// `<node>/reset`, or `site/<site>/unjoin`.
-    pub fn key(&self) -> String {
-        match (self.node, self.action) {
-            (Some(n), _) => format!("{}/reset", n.name.as_str()),
-            (None, _) => format!("site/{}/unjoin", self.site.name.as_str()),
-        }
-    }
-}
+use super::federation::unjoin_chain;
+use super::{Action, Generated, Layer, Plan, PlanError, Selection, Task, TaskId};
+use crate::inventory::{Inventory, Node, Role, Site};
 
 /// Why a reset cannot be planned.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +29,9 @@ pub enum ResetError {
         /// The site it was looked for in.
         site: Option<String>,
     },
+    /// The tasks do not form a plan.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
 }
 
 /// The reset of every site (or `site`), or of one `node`.
@@ -74,89 +39,80 @@ pub fn reset_plan<'a>(
     inv: &'a Inventory,
     site: Option<&str>,
     node: Option<&str>,
-) -> Result<Vec<ResetTask<'a>>, ResetError> {
-    let sites: Vec<&Site> = match site {
+) -> Result<Plan<'a>, ResetError> {
+    let sites: Vec<(usize, &Site)> = match site {
         Some(name) => vec![
             inv.sites
                 .iter()
-                .find(|s| s.name.as_str() == name)
+                .enumerate()
+                .find(|(_, s)| s.name.as_str() == name)
                 .ok_or_else(|| ResetError::NoSite(name.to_string()))?,
         ],
-        None => inv.sites.iter().collect(),
+        None => inv.sites.iter().enumerate().collect(),
     };
     let mut tasks = Vec::new();
     if let Some(name) = node {
-        let (s, n) = sites
+        let (i, s, n) = sites
             .iter()
-            .find_map(|s| {
+            .find_map(|(i, s)| {
                 s.nodes
                     .iter()
                     .find(|n| n.name.as_str() == name)
-                    .map(|n| (*s, n))
+                    .map(|n| (*i, *s, n))
             })
             .ok_or_else(|| ResetError::NoNode {
                 node: name.to_string(),
                 site: site.map(str::to_string),
             })?;
-        tasks.push(ResetTask {
-            site: s,
-            node: Some(n),
-            action: ResetAction::ResetNode,
-            deps: Vec::new(),
-        });
-        return Ok(tasks);
-    }
-    for s in sites {
-        let start = tasks.len();
-        tasks.extend(federation_unjoin(inv, s));
-        let unjoin: Vec<usize> = (start..tasks.len()).collect();
-        let first = Inventory::first_server(s);
-        let agents: Vec<usize> = s
-            .nodes
-            .iter()
-            .filter(|n| n.role == Role::Agent)
-            .map(|n| {
-                tasks.push(ResetTask {
-                    site: s,
-                    node: Some(n),
-                    action: ResetAction::ResetNode,
-                    deps: unjoin.clone(),
-                });
-                tasks.len() - 1
-            })
-            .collect();
-        let mut before = if agents.is_empty() {
-            unjoin.clone()
-        } else {
-            agents
-        };
-        let others = s
-            .nodes
-            .iter()
-            .rev()
-            .filter(|n| n.role == Role::Server && !first.is_some_and(|f| std::ptr::eq(f, *n)));
-        for n in others.chain(first) {
-            tasks.push(ResetTask {
-                site: s,
-                node: Some(n),
-                action: ResetAction::ResetNode,
-                deps: before,
-            });
-            before = vec![tasks.len() - 1];
+        push_reset(&mut tasks, s, i, n, Vec::new());
+    } else {
+        for (i, s) in sites {
+            let unjoined = unjoin_chain(&mut tasks, inv, s, i, Vec::new());
+            let first = Inventory::first_server(s);
+            let agents: Vec<TaskId> = s
+                .nodes
+                .iter()
+                .filter(|n| n.role == Role::Agent)
+                .map(|n| push_reset(&mut tasks, s, i, n, unjoined.clone()))
+                .collect();
+            let mut before = if agents.is_empty() { unjoined } else { agents };
+            let others = s
+                .nodes
+                .iter()
+                .rev()
+                .filter(|n| n.role == Role::Server && !first.is_some_and(|f| std::ptr::eq(f, *n)));
+            for n in others.chain(first) {
+                before = vec![push_reset(&mut tasks, s, i, n, before)];
+            }
         }
     }
-    Ok(tasks)
+    let full = Generated { tasks };
+    let order = super::topological_order(&full)?;
+    Ok(super::select(full, &order, inv, &Selection::default())?)
 }
 
-/// Hook of the federation layer: the tasks that unjoin `site`'s cluster
-/// from the federation host before its nodes are reset, for a federation
-/// other than `none`. None yet: the federation layer adds them
-/// ([`ResetAction::FederationUnjoin`]).
-pub fn federation_unjoin<'a>(inv: &'a Inventory, _site: &'a Site) -> Vec<ResetTask<'a>> {
-    match inv.federation.kind {
-        FederationKind::None => Vec::new(),
-        FederationKind::Karmada | FederationKind::Kubefed => Vec::new(),
-    }
+/// Appends the reset of `node` after `deps`; returns its id.
+fn push_reset<'a>(
+    tasks: &mut Vec<Task<'a>>,
+    site: &'a Site,
+    site_index: usize,
+    node: &'a Node,
+    deps: Vec<TaskId>,
+) -> TaskId {
+    let id = TaskId(tasks.len() as u32);
+    tasks.push(Task {
+        id,
+        site,
+        site_index,
+        node: Some(node),
+        node_index: site.nodes.iter().position(|n| std::ptr::eq(n, node)),
+        layer: Layer::K3s,
+        action: Action::ResetNode,
+        deps,
+        external_deps: Vec::new(),
+        wave: 0,
+    });
+    id
 }
 
 #[cfg(test)]
@@ -179,10 +135,13 @@ sites:
 
     fn plan(site: Option<&str>, node: Option<&str>) -> Vec<(String, Vec<String>)> {
         let inv = crate::inventory::load_str("t.yaml", INV).unwrap().inventory;
-        let tasks = reset_plan(&inv, site, node).unwrap();
-        tasks
+        let plan = reset_plan(&inv, site, node).unwrap();
+        plan.tasks()
             .iter()
-            .map(|t| (t.key(), t.deps.iter().map(|d| tasks[*d].key()).collect()))
+            .map(|t| {
+                let deps = t.deps.iter().map(|d| plan.tasks()[d.index()].key());
+                (t.key(), deps.collect())
+            })
             .collect()
     }
 
