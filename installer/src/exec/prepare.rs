@@ -357,8 +357,9 @@ fn secrets(view: &NodeView<'_>) -> Result<BTreeMap<String, String>, PrepareError
     Ok(secrets)
 }
 
-/// The VM of every libvirt node that has a machine task in the plan, with
-/// the lab's keys (generated once).
+/// The VM of every libvirt node that has a task in the plan, with the lab's
+/// keys (generated once): also without its machine task (`--layer k3s`),
+/// SSH to the VM logs in with the lab's key and pins its host key.
 fn vm_tasks(
     inv: &Inventory,
     plan: &Plan<'_>,
@@ -366,8 +367,9 @@ fn vm_tasks(
     let wanted: std::collections::BTreeSet<&str> = plan
         .tasks()
         .iter()
-        .filter(|t| matches!(t.action, crate::plan::Action::DefineVm { .. }))
-        .filter_map(|t| t.node.map(|n| n.name.as_str()))
+        .filter_map(|t| t.node)
+        .filter(|n| matches!(n.machine, crate::inventory::Machine::Libvirt { .. }))
+        .map(|n| n.name.as_str())
         .collect();
     lab_vms(inv, &wanted)
 }
