@@ -50,7 +50,7 @@ pub enum Error {
     Kube(#[from] crate::kube::KubeError),
     /// A federation command failed.
     #[error(transparent)]
-    Federation(#[from] crate::federation::FederationError),
+    Federation(Box<crate::federation::FederationError>),
     /// A local file operation failed.
     #[error("{what} {}", path.display())]
     Io {
@@ -109,4 +109,11 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     parts.join(": ")
+}
+
+/// Boxed: the federation errors carry the API's URL, kubeconfig and call.
+impl From<crate::federation::FederationError> for Error {
+    fn from(e: crate::federation::FederationError) -> Self {
+        Error::Federation(Box::new(e))
+    }
 }

@@ -17,11 +17,10 @@ use serde_json::{Value, json};
 
 use crate::kube_emulator::{Ca, Emulator, EmulatorOptions};
 
-/// A CRD of `group/version` `kind`, preserving unknown fields (the
-/// emulator validates names and immutable fields, not schemas).
+/// A CRD of `kind` in `api_version` (`group/version`), preserving unknown
+/// fields (the emulator validates names and immutable fields, not schemas).
 pub fn crd(
-    group: &str,
-    version: &str,
+    api_version: &str,
     kind: &str,
     plural: &str,
     namespaced: bool,
@@ -29,6 +28,7 @@ pub fn crd(
     printer_columns: Value,
     short_names: &[&str],
 ) -> Value {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let mut v = json!({
         "name": version,
         "served": true,
@@ -63,8 +63,7 @@ pub fn crd(
 pub fn karmada_crds() -> Vec<Value> {
     vec![
         crd(
-            "cluster.karmada.io",
-            "v1alpha1",
+            "cluster.karmada.io/v1alpha1",
             "Cluster",
             "clusters",
             false,
@@ -78,8 +77,7 @@ pub fn karmada_crds() -> Vec<Value> {
             &[],
         ),
         crd(
-            "work.karmada.io",
-            "v1alpha1",
+            "work.karmada.io/v1alpha1",
             "Work",
             "works",
             true,
@@ -88,8 +86,7 @@ pub fn karmada_crds() -> Vec<Value> {
             &[],
         ),
         crd(
-            "policy.karmada.io",
-            "v1alpha1",
+            "policy.karmada.io/v1alpha1",
             "PropagationPolicy",
             "propagationpolicies",
             true,
@@ -98,8 +95,7 @@ pub fn karmada_crds() -> Vec<Value> {
             &["pp"],
         ),
         crd(
-            "policy.karmada.io",
-            "v1alpha1",
+            "policy.karmada.io/v1alpha1",
             "OverridePolicy",
             "overridepolicies",
             true,
@@ -114,8 +110,7 @@ pub fn karmada_crds() -> Vec<Value> {
 /// kubefedclusters`), FederatedNamespace, FederatedDeployment, FederatedService.
 pub fn kubefed_crds() -> Vec<Value> {
     let mut crds = vec![crd(
-        "core.kubefed.io",
-        "v1beta1",
+        "core.kubefed.io/v1beta1",
         "KubeFedCluster",
         "kubefedclusters",
         true,
@@ -128,8 +123,7 @@ pub fn kubefed_crds() -> Vec<Value> {
     )];
     for kind in ["Namespace", "Deployment", "Service"] {
         crds.push(crd(
-            "types.kubefed.io",
-            "v1beta1",
+            "types.kubefed.io/v1beta1",
             &format!("Federated{kind}"),
             &format!("federated{}s", kind.to_lowercase()),
             true,
@@ -159,15 +153,22 @@ async fn settled(emulator: &Emulator) -> anyhow::Result<()> {
     for _ in 0..1000 {
         let pending = store.list("v1", "namespaces", None).iter().any(|ns| {
             let name = ns["metadata"]["name"].as_str().unwrap_or_default();
-            store.get("v1", "configmaps", Some(name), "kube-root-ca.crt").is_none()
-                || store.get("v1", "serviceaccounts", Some(name), "default").is_none()
+            store
+                .get("v1", "configmaps", Some(name), "kube-root-ca.crt")
+                .is_none()
+                || store
+                    .get("v1", "serviceaccounts", Some(name), "default")
+                    .is_none()
         });
         if !pending {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    anyhow::bail!("the emulator at {} did not fill its namespaces within 10 s", emulator.url())
+    anyhow::bail!(
+        "the emulator at {} did not fill its namespaces within 10 s",
+        emulator.url()
+    )
 }
 
 impl Federation {

@@ -150,8 +150,11 @@ fn member_id(member: &edgeforge_tests::kube_emulator::Emulator) -> Value {
     get(member, "v1", "Namespace", None, "kube-system")["metadata"]["uid"].clone()
 }
 
+/// Objects as (resource, namespace, name).
+type Objects = Vec<(String, String, String)>;
+
 /// The push-mode objects on both sides.
-fn push_objects(c: &str) -> (Vec<(String, String, String)>, Vec<(String, String, String)>) {
+fn push_objects(c: &str) -> (Objects, Objects) {
     let mut member = namespace_defaults("karmada-cluster");
     for (r, ns, n) in [
         (

@@ -50,7 +50,8 @@ async fn joins_status_rejoin_and_unjoin_against_a_real_karmada_host() {
     }
     inv.push_str(&format!(
         "  agent: {{image: {}, version: {}}}\nsites:\n",
-        env("EDGEFORGE_REAL_AGENT_IMAGE").unwrap_or_else(|| "docker.io/karmada/karmada-agent".into()),
+        env("EDGEFORGE_REAL_AGENT_IMAGE")
+            .unwrap_or_else(|| "docker.io/karmada/karmada-agent".into()),
         env("EDGEFORGE_REAL_AGENT_VERSION").unwrap_or_else(|| "v1.18.2".into()),
     ));
     for (i, kubeconfig) in members.iter().enumerate() {
@@ -66,25 +67,43 @@ async fn joins_status_rejoin_and_unjoin_against_a_real_karmada_host() {
     std::fs::write(&inventory, inv).unwrap();
     let inv = inventory.display().to_string();
     let state = dir.path().join("state");
-    let sites: Vec<String> = (0..members.len()).map(|i| format!("edgeforge-real-{i}")).collect();
+    let sites: Vec<String> = (0..members.len())
+        .map(|i| format!("edgeforge-real-{i}"))
+        .collect();
     let site_list = sites.join(",");
 
     let run = join(&state, &inventory, &[]).await;
     assert_eq!(run.code, 0, "{}", run.text());
-    let status = edgeforge(&state, &["federation", "status", "-i", &inv, "--format", "json"]).await;
+    let status = edgeforge(
+        &state,
+        &["federation", "status", "-i", &inv, "--format", "json"],
+    )
+    .await;
     assert_eq!(status.code, 0, "{}", status.text());
     let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     for (i, row) in rows.as_array().unwrap().iter().enumerate() {
         assert_eq!(row["registered"], true, "{}", status.stdout);
-        assert_eq!(row["labels"]["edgeforge.io/site"], format!("edgeforge-real-{i}"));
+        assert_eq!(
+            row["labels"]["edgeforge.io/site"],
+            format!("edgeforge-real-{i}")
+        );
         if modes.get(i).is_some_and(|m| m == "pull") {
-            assert_eq!(row["ready"], "True", "a pull site is joined when Ready: {}", status.stdout);
+            assert_eq!(
+                row["ready"], "True",
+                "a pull site is joined when Ready: {}",
+                status.stdout
+            );
         }
     }
 
     let log = dir.path().join("rejoin.jsonl");
     let log_arg = log.display().to_string();
-    let again = join(&state, &inventory, &["--log-format", "json", "--log-file", &log_arg]).await;
+    let again = join(
+        &state,
+        &inventory,
+        &["--log-format", "json", "--log-file", &log_arg],
+    )
+    .await;
     assert_eq!(again.code, 0, "{}", again.text());
     let changed: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()
@@ -95,9 +114,17 @@ async fn joins_status_rejoin_and_unjoin_against_a_real_karmada_host() {
         .collect();
     assert_eq!(changed, Vec::<String>::new(), "a re-join changes nothing");
 
-    let unjoin = edgeforge(&state, &["federation", "unjoin", "-i", &inv, "--site", &site_list]).await;
+    let unjoin = edgeforge(
+        &state,
+        &["federation", "unjoin", "-i", &inv, "--site", &site_list],
+    )
+    .await;
     assert_eq!(unjoin.code, 0, "{}", unjoin.text());
-    let status = edgeforge(&state, &["federation", "status", "-i", &inv, "--format", "json"]).await;
+    let status = edgeforge(
+        &state,
+        &["federation", "status", "-i", &inv, "--format", "json"],
+    )
+    .await;
     let rows: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     for row in rows.as_array().unwrap() {
         assert_eq!(row["registered"], false, "{}", status.stdout);

@@ -122,7 +122,11 @@ impl Outputs {
 
     /// Records several outputs `(name, value, secret)` of `task` at once and
     /// persists the task's outputs in one write.
-    pub fn publish_all(&self, task: &str, items: &[(&str, &str, bool)]) -> Result<(), OutputsError> {
+    pub fn publish_all(
+        &self,
+        task: &str,
+        items: &[(&str, &str, bool)],
+    ) -> Result<(), OutputsError> {
         if items.is_empty() {
             return Ok(());
         }

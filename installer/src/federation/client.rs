@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::FederationError;
+use super::{ApiCall, FederationError};
 use crate::kube::KubeConn;
 use crate::kube::retry::{Failed, RetryPolicy, retry};
 
@@ -140,45 +140,35 @@ impl<'a> Kube<'a> {
 
     /// The error of a call that did not succeed.
     pub fn failure(&self, what: &str, failed: Failed) -> FederationError {
-        let role = self.role.clone();
-        let url = self.conn.url.clone();
-        let kubeconfig = self.conn.source.clone();
+        let call = Box::new(ApiCall {
+            role: self.role.clone(),
+            url: self.conn.url.clone(),
+            kubeconfig: self.conn.source.clone(),
+            what: what.to_string(),
+        });
         match failed.error {
-            kube::Error::Api(status) if status.code == 401 => FederationError::Unauthorized {
-                role,
-                url,
-                kubeconfig,
-                what: what.to_string(),
-            },
+            kube::Error::Api(status) if status.code == 401 => {
+                FederationError::Unauthorized { call }
+            }
             kube::Error::Api(status) if status.code == 403 => FederationError::Forbidden {
-                role,
-                url,
-                kubeconfig,
-                what: what.to_string(),
+                call,
                 message: status.message,
             },
             error if failed.transient => FederationError::Unavailable {
-                role,
-                url,
-                kubeconfig,
-                what: what.to_string(),
+                call,
                 attempts: failed.attempts,
                 elapsed: failed.elapsed,
-                source: error,
+                source: Box::new(error),
             },
             kube::Error::Api(status) => FederationError::Refused {
-                role,
-                url,
-                what: what.to_string(),
+                call,
                 code: status.code,
                 reason: status.reason,
                 message: status.message,
             },
             error => FederationError::Request {
-                role,
-                url,
-                what: what.to_string(),
-                source: error,
+                call,
+                source: Box::new(error),
             },
         }
     }

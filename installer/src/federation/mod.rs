@@ -38,64 +38,46 @@ pub use spec::SiteSpec;
 pub enum FederationError {
     /// The API refused the kubeconfig's credentials.
     #[error(
-        "the {role} at {url} refused the credentials of {kubeconfig} while {what} (401 Unauthorized): the token or client certificate is wrong or has expired; renew it in that kubeconfig and run again"
+        "the {role} at {url} refused the credentials of {kubeconfig} while {what} (401 Unauthorized): the token or client certificate is wrong or has expired; renew it in that kubeconfig and run again",
+        role = .call.role, url = .call.url, kubeconfig = .call.kubeconfig, what = .call.what
     )]
     Unauthorized {
-        /// Which API ("federation host", "cluster of site s1").
-        role: String,
-        /// Its URL.
-        url: String,
-        /// The kubeconfig (path and context).
-        kubeconfig: String,
-        /// The call.
-        what: String,
+        /// The API and the call.
+        call: Box<ApiCall>,
     },
     /// RBAC does not allow a call.
     #[error(
-        "the {role} at {url} does not allow the user of {kubeconfig} {what}: {message}; give that user the permission (or use an admin kubeconfig)"
+        "the {role} at {url} does not allow the user of {kubeconfig} {what}: {message}; give that user the permission (or use an admin kubeconfig)",
+        role = .call.role, url = .call.url, kubeconfig = .call.kubeconfig, what = .call.what
     )]
     Forbidden {
-        /// Which API.
-        role: String,
-        /// Its URL.
-        url: String,
-        /// The kubeconfig.
-        kubeconfig: String,
-        /// The call.
-        what: String,
+        /// The API and the call.
+        call: Box<ApiCall>,
         /// The server's message.
         message: String,
     },
     /// The API kept failing or could not be reached.
     #[error(
-        "{what} on the {role} at {url} failed {attempts} times in {elapsed:.1?}; the API server is unreachable or failing: check that it is up and that {kubeconfig} points at it, then run again (the steps resume where they stopped)"
+        "{what} on the {role} at {url} failed {attempts} times in {elapsed:.1?}; the API server is unreachable or failing: check that it is up and that {kubeconfig} points at it, then run again (the steps resume where they stopped)",
+        role = .call.role, url = .call.url, kubeconfig = .call.kubeconfig, what = .call.what
     )]
     Unavailable {
-        /// Which API.
-        role: String,
-        /// Its URL.
-        url: String,
-        /// The kubeconfig.
-        kubeconfig: String,
-        /// The call.
-        what: String,
+        /// The API and the call.
+        call: Box<ApiCall>,
         /// Attempts made.
         attempts: u32,
         /// Time spent.
         elapsed: Duration,
         /// The last failure.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The API answered with an error.
-    #[error("{what} on the {role} at {url}: {code} {reason}: {message}")]
+    #[error("{what} on the {role} at {url}: {code} {reason}: {message}",
+        role = .call.role, url = .call.url, what = .call.what)]
     Refused {
-        /// Which API.
-        role: String,
-        /// Its URL.
-        url: String,
-        /// The call.
-        what: String,
+        /// The API and the call.
+        call: Box<ApiCall>,
         /// HTTP status.
         code: u16,
         /// The Status reason.
@@ -104,17 +86,13 @@ pub enum FederationError {
         message: String,
     },
     /// A request could not be made or its answer read.
-    #[error("{what} on the {role} at {url}")]
+    #[error("{what} on the {role} at {url}", role = .call.role, url = .call.url, what = .call.what)]
     Request {
-        /// Which API.
-        role: String,
-        /// Its URL.
-        url: String,
-        /// The call.
-        what: String,
+        /// The API and the call.
+        call: Box<ApiCall>,
         /// The cause.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The name is registered on the host for another cluster.
     #[error(
@@ -182,6 +160,19 @@ pub enum FederationError {
     /// The input (app file, placement, a value from the API) makes no sense.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Which API a failed call went to, and what it was (for the error's message).
+#[derive(Debug, Clone)]
+pub struct ApiCall {
+    /// Which API ("federation host", "cluster of site s1").
+    pub role: String,
+    /// Its URL.
+    pub url: String,
+    /// The kubeconfig (path and context).
+    pub kubeconfig: String,
+    /// The call.
+    pub what: String,
 }
 
 impl FederationError {

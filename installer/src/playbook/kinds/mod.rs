@@ -578,7 +578,7 @@ pub enum StepError {
     Lab(#[from] crate::virt::lab::LabError),
     /// A federation API call failed, or the host's state forbids the step.
     #[error(transparent)]
-    Federation(#[from] crate::federation::FederationError),
+    Federation(Box<crate::federation::FederationError>),
     /// The rendered parameters make no sense, or the step cannot run.
     #[error("{0}")]
     Invalid(String),
@@ -693,6 +693,13 @@ impl<'de> Deserialize<'de> for ScalarString {
 impl Serialize for ScalarString {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0)
+    }
+}
+
+/// Boxed: the federation errors carry the API's URL, kubeconfig and call.
+impl From<crate::federation::FederationError> for StepError {
+    fn from(e: crate::federation::FederationError) -> Self {
+        StepError::Federation(Box::new(e))
     }
 }
 
