@@ -19,8 +19,8 @@
 
 pub mod kubeconfig;
 pub mod nodes;
-pub mod skew;
 pub mod retry;
+pub mod skew;
 
 use std::path::Path;
 use std::time::Duration;

@@ -76,11 +76,10 @@ pub fn reset_plan<'a>(
                 .map(|n| push_reset(&mut tasks, s, i, n, unjoined.clone()))
                 .collect();
             let mut before = if agents.is_empty() { unjoined } else { agents };
-            let others = s
-                .nodes
-                .iter()
-                .rev()
-                .filter(|n| n.role == Role::Server && !first.is_some_and(|f| std::ptr::eq(f, *n)));
+            let others =
+                s.nodes.iter().rev().filter(|n| {
+                    n.role == Role::Server && !first.is_some_and(|f| std::ptr::eq(f, *n))
+                });
             for n in others.chain(first) {
                 before = vec![push_reset(&mut tasks, s, i, n, before)];
             }
