@@ -198,25 +198,7 @@ pub async fn check(
             }
         }
     };
-    let index = host_index(host, "clusters").await?;
-    let other = {
-        let mut names = index.lock().unwrap_or_else(|p| p.into_inner());
-        let other = names
-            .iter()
-            .find(|(name, id)| **id == identity.id && **name != spec.cluster)
-            .map(|(name, _)| name.clone());
-        if other.is_none() {
-            names.insert(spec.cluster.clone(), identity.id.clone());
-        }
-        other
-    };
-    if let Some(other) = other {
-        return Err(FederationError::RegisteredElsewhere {
-            site: spec.site.clone(),
-            id: identity.id.clone(),
-            other,
-        });
-    }
+    claim_id(host, "clusters", spec, identity).await?;
     Ok(registration)
 }
 
@@ -1053,6 +1035,33 @@ pub fn clusters(host: &Kube<'_>) -> kube::Api<DynamicObject> {
 /// host and resource, then kept up to date with this process's own checks
 /// (so two sites of one inventory cannot claim one cluster).
 type Index = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Records on `host`'s index of `resource` that `identity` is registered as
+/// `spec.cluster`; an error when another cluster name already holds that id.
+pub(crate) async fn claim_id(
+    host: &Kube<'_>,
+    resource: &str,
+    spec: &SiteSpec,
+    identity: &Identity,
+) -> Result<(), FederationError> {
+    let index = host_index(host, resource).await?;
+    let mut names = index.lock().unwrap_or_else(|p| p.into_inner());
+    let other = names
+        .iter()
+        .find(|(name, id)| **id == identity.id && **name != spec.cluster)
+        .map(|(name, _)| name.clone());
+    match other {
+        Some(other) => Err(FederationError::RegisteredElsewhere {
+            site: spec.site.clone(),
+            id: identity.id.clone(),
+            other,
+        }),
+        None => {
+            names.insert(spec.cluster.clone(), identity.id.clone());
+            Ok(())
+        }
+    }
+}
 
 /// The index of `resource` ("clusters", "kubefedclusters") on `host`.
 pub(crate) async fn host_index(host: &Kube<'_>, resource: &str) -> Result<Index, FederationError> {

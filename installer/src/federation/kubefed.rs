@@ -25,7 +25,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::json;
 
-use super::karmada::{Registration, host_index, secret_text};
+use super::karmada::{Registration, claim_id, secret_text};
 use super::objects::{self, Token};
 use super::{FederationError, Identity, Kube, SiteSpec};
 
@@ -108,25 +108,7 @@ pub async fn check(
             }
         }
     };
-    let index = host_index(host, "kubefedclusters").await?;
-    let other = {
-        let mut names = index.lock().unwrap_or_else(|p| p.into_inner());
-        let other = names
-            .iter()
-            .find(|(name, id)| **id == identity.id && **name != spec.cluster)
-            .map(|(name, _)| name.clone());
-        if other.is_none() {
-            names.insert(spec.cluster.clone(), identity.id.clone());
-        }
-        other
-    };
-    if let Some(other) = other {
-        return Err(FederationError::RegisteredElsewhere {
-            site: spec.site.clone(),
-            id: identity.id.clone(),
-            other,
-        });
-    }
+    claim_id(host, "kubefedclusters", spec, identity).await?;
     Ok(registration)
 }
 
