@@ -46,16 +46,9 @@ pub fn node(inv: &Inventory, view: &NodeView<'_>) -> Value {
 
 /// The context of a site-level task (the cluster, its registration): no `node`.
 pub fn site(inv: &Inventory, site: &Site) -> Value {
-    let cluster_nodes: Vec<Value> = inv
-        .nodes()
-        .filter(|v| std::ptr::eq(v.site, site))
-        .map(|v| node_json(&v))
-        .collect();
+    let cluster_nodes: Vec<Value> = inv.site_nodes(site).map(|v| node_json(&v)).collect();
     let servers = site.nodes.iter().filter(|n| n.role == Role::Server).count();
-    let first = inv
-        .nodes()
-        .filter(|v| std::ptr::eq(v.site, site))
-        .find(|v| v.node.role == Role::Server);
+    let first = inv.site_nodes(site).find(|v| v.node.role == Role::Server);
     json!({
         "inventory": { "name": inv.name.as_ref().map(|n| n.value.clone()) },
         "site": {

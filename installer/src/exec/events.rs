@@ -10,10 +10,12 @@
 //! reaches a sink — including secrets that only appear during the run.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+pub use super::redact::Redactor;
 
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -165,56 +167,7 @@ pub trait EventSink: Send + Sync {
     fn finish(&self) {}
 }
 
-/// Replaces every known secret value in text with `********`; shared by the
-/// whole run, so a secret added by one task is redacted everywhere after.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Arc<RwLock<Vec<String>>>,
-}
-
 impl Redactor {
-    /// A redactor for these secret values (empty ones are ignored).
-    pub fn new<I: IntoIterator<Item = String>>(secrets: I) -> Redactor {
-        let r = Redactor::default();
-        for s in secrets {
-            r.add(&s);
-        }
-        r
-    }
-
-    /// Redacts `secret` from now on (an empty value is ignored).
-    pub fn add(&self, secret: &str) {
-        if secret.is_empty() {
-            return;
-        }
-        let mut all = self.secrets.write().unwrap_or_else(|p| p.into_inner());
-        if all.iter().any(|s| s == secret) {
-            return;
-        }
-        all.push(secret.to_string());
-        // Longest first, so a secret containing another is replaced whole.
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
-
-    /// `text` with every secret replaced.
-    pub fn redact(&self, text: &str) -> String {
-        let all = self.secrets.read().unwrap_or_else(|p| p.into_inner());
-        let mut out = text.to_string();
-        for s in all.iter() {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "********");
-            }
-        }
-        out
-    }
-
-    fn is_empty(&self) -> bool {
-        self.secrets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-    }
-
     /// The event with every free-text field redacted.
     pub fn redact_event(&self, event: Event) -> Event {
         if self.is_empty() {

@@ -38,6 +38,7 @@ pub mod lock;
 pub mod outputs;
 pub mod prepare;
 pub mod progress;
+mod redact;
 pub mod select;
 pub mod summary;
 pub mod targets;
@@ -751,7 +752,7 @@ impl Shared {
             }
             map.insert("vars".into(), Value::Object(pb.vars.clone()));
             map.insert("secrets".into(), json!(run.task.secrets));
-            map.insert("outputs".into(), self.outputs.context());
+            map.insert("outputs".into(), self.outputs.context(&run.task.site));
         }
         let mut notified: Vec<String> = run
             .journal
@@ -1088,7 +1089,7 @@ impl Shared {
             .map(|o| (o.name.as_str(), o.value.as_str(), o.secret))
             .collect();
         self.outputs
-            .publish_all(&run.task.key, &items)
+            .publish_all(&run.task.key, &run.task.site, &items)
             .map_err(StepFailure::Outputs)?;
         for o in published {
             if let Some(outputs) = run.ctx.get_mut("outputs").and_then(Value::as_object_mut) {

@@ -124,7 +124,7 @@ impl Rig {
         ExecTask {
             key: format!("{name}/{layer}"),
             subject: name.into(),
-            site: format!("site-{name}"),
+            site: "lab".into(),
             node: Some(name.into()),
             layer: layer.into(),
             target: Target::Host(name.into()),

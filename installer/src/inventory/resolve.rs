@@ -26,12 +26,17 @@ pub struct NodeView<'a> {
 impl Inventory {
     /// Every node in file order, with its effective settings.
     pub fn nodes(&self) -> impl Iterator<Item = NodeView<'_>> + '_ {
-        self.sites.iter().flat_map(move |site| {
-            let site_defaults = overlay_defaults(&self.defaults, &site.defaults);
-            site.nodes
-                .iter()
-                .map(move |node| node_view(&site_defaults, site, node))
-        })
+        self.sites
+            .iter()
+            .flat_map(move |site| self.site_nodes(site))
+    }
+
+    /// Every node of `site`, resolved (without resolving the other sites').
+    pub fn site_nodes<'a>(&'a self, site: &'a Site) -> impl Iterator<Item = NodeView<'a>> + 'a {
+        let site_defaults = overlay_defaults(&self.defaults, &site.defaults);
+        site.nodes
+            .iter()
+            .map(move |node| node_view(&site_defaults, site, node))
     }
 
     /// The jump host called `name`.
