@@ -60,7 +60,7 @@ use crate::playbook::kinds::flow::FlushHandlersParams;
 use crate::playbook::kinds::{Conn, Prepared, Reach, StepEnv, StepError, StepReport, TaskData};
 use crate::playbook::{Playbook, Step, TargetKind};
 use crate::render::Renderer;
-use crate::transport::{Transport, probe_files};
+use crate::transport::{Transport, TransportError, probe_files};
 use events::{Event, EventSink, Redactor, StepStatus};
 use journal::{Journal, JournalError, Record};
 use outputs::{Outputs, OutputsError};
@@ -1070,9 +1070,25 @@ impl Shared {
         let report = if in_state {
             StepReport::default()
         } else {
-            tokio::select! {
-                r = prepared.apply(&env) => r?,
-                () = self.cancel.aborted() => return Err(StepFailure::Interrupted),
+            // A step that converges runs once more, on a new connection, when
+            // the host's connection dies under it (a host stalled past its
+            // keepalives, a NAT that dropped the flow); others fail the task.
+            let mut rerun =
+                prepared.kind.rerunnable() && matches!(run.task.target, Target::Host(_));
+            loop {
+                let r = tokio::select! {
+                    r = prepared.apply(&env) => r,
+                    () = self.cancel.aborted() => return Err(StepFailure::Interrupted),
+                };
+                match r {
+                    Err(StepError::Transport(e @ TransportError::Connect { .. })) if rerun => {
+                        rerun = false;
+                        env.reach
+                            .progress(&format!("{e}; connecting again to run the step once more"));
+                        env.reach.reconnect_host().await?;
+                    }
+                    r => break r?,
+                }
             }
         };
         drop(env);

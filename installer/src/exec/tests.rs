@@ -541,6 +541,58 @@ async fn a_host_with_several_layers_is_connected_to_once() {
 }
 
 #[tokio::test]
+async fn a_file_step_whose_connection_dies_runs_once_more_on_a_new_one() {
+    let rig = Rig::new();
+    // Each connection dies after two requests, in the middle of the steps.
+    rig.connector
+        .fail_after
+        .lock()
+        .unwrap()
+        .insert("n1".into(), 2);
+    let pb = r#"
+name: files
+vars: { greeting: hi }
+steps:
+  - name: dir
+    file: { path: "{{ root }}/etc", state: directory }
+  - name: config
+    template: { src: app.conf.j2, dest: "{{ root }}/etc/app.conf" }
+  - name: copy
+    copy: { content: "x", dest: "{{ root }}/etc/x" }
+"#;
+    let s = rig.run(rig.spec(&[("n1", pb)]), &rig.opts()).await;
+    assert_eq!(s.exit_code(), 0, "{}", s.table());
+    // Every step whose connection died ran once more on a new one, which
+    // was reported with its cause.
+    let events = rig.sink.take();
+    let reruns: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepProgress { step, message, .. }
+                if message.contains("simulated") && message.contains("once more") =>
+            {
+                Some(step.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!reruns.is_empty(), "no step was run again");
+    assert_eq!(rig.connector.opened.lock().unwrap().len(), reruns.len() + 1);
+    let statuses: Vec<(String, StepStatus)> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::StepFinished { step, status, .. } => Some((step, status)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        st(&[("dir", Changed), ("config", Changed), ("copy", Changed)])
+    );
+    assert!(rig.root("n1").join("etc/app.conf").exists());
+}
+
+#[tokio::test]
 async fn an_interrupted_run_resumes_where_it_stopped() {
     let rig = Rig::new();
     // Facts (1) + dir (1) + config put (1) succeed, then the connection dies.

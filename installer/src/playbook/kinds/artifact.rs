@@ -44,6 +44,7 @@ pub struct ArtifactParams {
 
 impl Params for ArtifactParams {
     const KEY: &'static str = "artifact";
+    const RERUNNABLE: bool = true;
     // It checks the host itself, cheaply: see the module docs.
     const JOURNALED: bool = false;
 

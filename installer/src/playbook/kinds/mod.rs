@@ -298,6 +298,11 @@ pub trait Params:
     /// Whether a journal entry may skip it on a later run (false for kinds
     /// whose check is a query of the target itself, like a VM's state).
     const JOURNALED: bool = true;
+    /// Whether the step may run again from its start when the host's
+    /// connection was lost in the middle of it: its effect converges (a file
+    /// placed through a temporary name, a setting written), unlike a command
+    /// that may have finished on the host before the connection went.
+    const RERUNNABLE: bool = false;
 
     /// Content to place or run, loaded on the controller (part of the journal hash).
     fn content(&self, _env: &StepEnv<'_>) -> Result<Option<Content>, StepError> {
@@ -327,6 +332,8 @@ pub trait Kind: fmt::Debug + Send + Sync {
     fn runtime_state(&self) -> bool;
     /// Whether a journal entry may skip it.
     fn journaled(&self) -> bool;
+    /// Whether it may run again after its host's connection was lost mid-step.
+    fn rerunnable(&self) -> bool;
     /// Its parameters as JSON (for rendering, checking and hashing).
     fn params(&self) -> Value;
     /// The same kind with every string parameter passed through `render`.
@@ -365,6 +372,9 @@ impl<P: Params> Kind for Typed<P> {
     }
     fn journaled(&self) -> bool {
         P::JOURNALED
+    }
+    fn rerunnable(&self) -> bool {
+        P::RERUNNABLE
     }
     fn params(&self) -> Value {
         serde_json::to_value(&self.0).unwrap_or_default()

@@ -50,6 +50,7 @@ pub struct CopyParams {
 
 impl Params for TemplateParams {
     const KEY: &'static str = "template";
+    const RERUNNABLE: bool = true;
 
     fn content(&self, env: &StepEnv<'_>) -> Result<Option<Content>, StepError> {
         Ok(Some(Content::Bytes(
@@ -72,6 +73,7 @@ impl Params for TemplateParams {
 
 impl Params for CopyParams {
     const KEY: &'static str = "copy";
+    const RERUNNABLE: bool = true;
 
     fn content(&self, env: &StepEnv<'_>) -> Result<Option<Content>, StepError> {
         Ok(Some(match (&self.src, &self.content) {

@@ -262,6 +262,7 @@ impl Params for CommandParams {
 
 impl Params for ProbeParams {
     const KEY: &'static str = "probe";
+    const RERUNNABLE: bool = true;
     // A query of the host: never skipped by the journal.
     const JOURNALED: bool = false;
 
@@ -331,6 +332,7 @@ impl Params for ScriptParams {
 
 impl Params for FileParams {
     const KEY: &'static str = "file";
+    const RERUNNABLE: bool = true;
 
     async fn apply<'a>(
         &'a self,
@@ -343,6 +345,7 @@ impl Params for FileParams {
 
 impl Params for LineParams {
     const KEY: &'static str = "lineinfile";
+    const RERUNNABLE: bool = true;
 
     async fn apply<'a>(
         &'a self,
@@ -400,6 +403,7 @@ impl Params for ServiceParams {
 
 impl Params for SysctlParams {
     const KEY: &'static str = "sysctl";
+    const RERUNNABLE: bool = true;
     const RUNTIME_STATE: bool = true;
 
     async fn apply<'a>(
@@ -438,6 +442,7 @@ impl Params for SysctlParams {
 
 impl Params for ModuleParams {
     const KEY: &'static str = "kernel_module";
+    const RERUNNABLE: bool = true;
     const RUNTIME_STATE: bool = true;
 
     async fn apply<'a>(
@@ -474,6 +479,7 @@ impl Params for UserParams {
 
 impl Params for HostnameParams {
     const KEY: &'static str = "hostname";
+    const RERUNNABLE: bool = true;
     const RUNTIME_STATE: bool = true;
 
     async fn apply<'a>(
