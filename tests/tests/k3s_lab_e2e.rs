@@ -438,9 +438,12 @@ impl NodeWatch {
                     .unwrap();
                 let client = kube::Client::try_from(config).unwrap();
                 let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+                // A fixed 300 ms retry, not kube-rs's default backoff: that one
+                // grows to 30 s while the server restarts for its upgrade, long
+                // enough to miss an agent's whole cordon window.
                 let mut stream = Box::pin(
                     watcher(api, watcher::Config::default())
-                        .default_backoff()
+                        .backoff(Retry)
                         .applied_objects(),
                 );
                 while !st.load(std::sync::atomic::Ordering::SeqCst) {
@@ -474,6 +477,20 @@ impl NodeWatch {
         let _ = self.thread.join();
         std::mem::take(&mut *self.seen.lock().unwrap())
     }
+}
+
+/// The watch's retry delay: constant and short.
+struct Retry;
+
+impl Iterator for Retry {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::from_millis(300))
+    }
+}
+
+impl kube::runtime::utils::Backoff for Retry {
+    fn reset(&mut self) {}
 }
 
 /// One node at a time out of service, each cordoned, the server upgraded

@@ -229,10 +229,15 @@ impl Lab {
             took: started.elapsed(),
             processes,
         };
+        // Only the summary table: a failing assertion prints the whole output,
+        // and CI keeps the head and tail of a log, where the panic must be.
+        let text = run.text();
+        let summary: Vec<&str> = text.lines().take_while(|l| !l.starts_with("20")).collect();
         println!(
-            "--- edgeforge {command} ({name}): {:.0} s\n{}",
+            "--- edgeforge {command} ({name}): {:.0} s, {}\n{}",
             run.took.as_secs_f64(),
-            run.text()
+            run.output.status,
+            summary.join("\n")
         );
         run
     }
