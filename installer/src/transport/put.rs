@@ -88,9 +88,10 @@ pub(crate) async fn put<B: FileBackend>(
     let dest = crate::sh::quote(req.path);
     let check = format!(
         "[ -d {} ] || {{ echo nodir; exit 0; }}; f={dest}; if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then \
-         if command -v sha256sum >/dev/null 2>&1; then sha256sum < \"$f\" | cut -c1-64; else echo nosha; fi; \
+         if command -v sha256sum >/dev/null 2>&1 || command -v openssl >/dev/null 2>&1; then {}; else echo nosha; fi; \
          stat -c '%a %U:%G %u:%g' \"$f\"; else echo absent; fi",
-        crate::sh::quote(dir)
+        crate::sh::quote(dir),
+        host_sha256("\"$f\"")
     );
     let out = checked(b, &check, None, req.privileged, "checking", req.path).await?;
     let report = String::from_utf8_lossy(&out.stdout);
@@ -141,10 +142,11 @@ pub(crate) async fn put<B: FileBackend>(
     // What arrived is checked on the host before it takes the real name: a
     // file damaged on the way (or on a full disk) never replaces the old one.
     finalize.push_str(&format!(
-        "s=$(sha256sum < {q_tmp} | cut -c1-64); if [ \"$s\" != {sha_q} ]; then rm -f {q_tmp}; \
+        "s=$({}); if [ \"$s\" != {sha_q} ]; then rm -f {q_tmp}; \
          echo \"{dest_text}: what arrived has sha256 $s, not {sha}; the file was not replaced\" >&2; exit 65; fi; \
          chmod {:o} {q_tmp}{chown} && mv -f {q_tmp} {dest} || {{ rc=$?; rm -f {q_tmp}; exit $rc; }}; \
          for f in {}*; do [ -e \"$f\" ] && rm -f \"$f\"; done; exit 0",
+        host_sha256(&q_tmp),
         req.mode & 0o7777,
         crate::sh::quote(&tmp_prefix),
         sha_q = crate::sh::quote(&sha),
@@ -152,6 +154,17 @@ pub(crate) async fn put<B: FileBackend>(
     ));
     checked(b, &finalize, None, req.privileged, "placing", req.path).await?;
     Ok(PutOutcome::Written)
+}
+
+/// A host command printing the sha256 of the file `input` (shell-quoted) as
+/// 64 hex digits: OpenSSL's digest when the host has `openssl` (it uses the
+/// CPU's SHA extensions: 1.1 GB/s against coreutils' 160 MB/s on the
+/// benchmark machine, where hashing 270 MB on 20 nodes cost more CPU than
+/// sending it), else `sha256sum`.
+fn host_sha256(input: &str) -> String {
+    format!(
+        "{{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }} < {input} | cut -c1-64"
+    )
 }
 
 async fn bulk_slot() -> Result<tokio::sync::SemaphorePermit<'static>, TransportError> {
@@ -433,6 +446,47 @@ mod tests {
     use super::*;
     use crate::transport::{LocalTransport, Transport};
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_host_hash_is_the_same_with_openssl_and_with_sha256sum_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("data");
+        std::fs::write(&file, b"edgeforge\n").unwrap();
+        let want = data_encoding::HEXLOWER.encode(&Sha256::digest(b"edgeforge\n"));
+        // A PATH with sha256sum and cut but no openssl, and the full one.
+        let bare = tmp.path().join("bin");
+        std::fs::create_dir(&bare).unwrap();
+        for tool in ["sha256sum", "cut"] {
+            let real = which(tool);
+            std::os::unix::fs::symlink(real, bare.join(tool)).unwrap();
+        }
+        let with_openssl = std::env::var("PATH").unwrap();
+        assert!(
+            !which("openssl").as_os_str().is_empty(),
+            "the test needs openssl"
+        );
+        for path in [bare.display().to_string(), with_openssl] {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(host_sha256(&crate::sh::quote(&file.display().to_string())))
+                .env("PATH", &path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                want,
+                "PATH={path}"
+            );
+        }
+    }
+
+    fn which(tool: &str) -> std::path::PathBuf {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().into()
+    }
 
     fn small<'a>(
         path: &'a str,
