@@ -167,16 +167,33 @@ impl FileBackend for LocalTransport {
         &'a self,
         source: PutSource<'a>,
         remote: &'a str,
-    ) -> BoxFuture<'a, Result<(), TransportError>> {
+        hash: bool,
+    ) -> BoxFuture<'a, Result<Option<String>, TransportError>> {
         async move {
             let io_err = |source| TransportError::Io {
                 context: format!("cannot write {remote}"),
                 source,
             };
-            match source {
-                PutSource::Bytes(b) => tokio::fs::write(remote, b).await.map_err(io_err),
-                PutSource::File(p) => tokio::fs::copy(p, remote).await.map(|_| ()).map_err(io_err),
+            if !hash && let PutSource::File(p) = source {
+                tokio::fs::copy(p, remote).await.map_err(io_err)?;
+                return Ok(None);
             }
+            // Hashed content is small (see put::LARGE_FILE): read it whole.
+            let read;
+            let bytes = match source {
+                PutSource::Bytes(b) => b,
+                PutSource::File(p) => {
+                    read = tokio::fs::read(p)
+                        .await
+                        .map_err(|source| TransportError::Io {
+                            context: format!("cannot read {}", p.display()),
+                            source,
+                        })?;
+                    &read
+                }
+            };
+            tokio::fs::write(remote, bytes).await.map_err(io_err)?;
+            Ok(hash.then(|| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))))
         }
         .boxed()
     }

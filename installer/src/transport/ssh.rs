@@ -20,6 +20,7 @@ use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{Channel, ChannelMsg, Sig};
 use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore};
 
@@ -315,7 +316,14 @@ impl SshTransport {
         ))
     }
 
-    async fn sftp_upload(&self, source: PutSource<'_>, remote: &str) -> Result<(), TransportError> {
+    /// Writes `source` to `remote` over the connection's SFTP session; with
+    /// `hash`, returns the sha256 of the bytes sent.
+    async fn sftp_upload(
+        &self,
+        source: PutSource<'_>,
+        remote: &str,
+        hash: bool,
+    ) -> Result<Option<String>, TransportError> {
         let mut guard = self.sftp.lock().await;
         if guard.is_none() {
             let channel = self
@@ -357,8 +365,14 @@ impl SshTransport {
             context: format!("uploading to {remote} on {}", self.label),
             source,
         };
+        let mut hasher = hash.then(Sha256::new);
         match source {
-            PutSource::Bytes(b) => file.write_all(b).await.map_err(io_err)?,
+            PutSource::Bytes(b) => {
+                if let Some(h) = &mut hasher {
+                    h.update(b);
+                }
+                file.write_all(b).await.map_err(io_err)?;
+            }
             PutSource::File(path) => {
                 let mut local =
                     tokio::fs::File::open(path)
@@ -386,12 +400,15 @@ impl SshTransport {
                     let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
                         break;
                     };
+                    if let Some(h) = &mut hasher {
+                        h.update(chunk);
+                    }
                     file.write_all(chunk).await.map_err(io_err)?;
                 }
             }
         }
         file.shutdown().await.map_err(io_err)?;
-        Ok(())
+        Ok(hasher.map(|h| hex::encode(h.finalize())))
     }
 
     fn sftp_error(
@@ -467,8 +484,9 @@ impl FileBackend for SshTransport {
         &'a self,
         source: PutSource<'a>,
         remote: &'a str,
-    ) -> BoxFuture<'a, Result<(), TransportError>> {
-        self.sftp_upload(source, remote).boxed()
+        hash: bool,
+    ) -> BoxFuture<'a, Result<Option<String>, TransportError>> {
+        self.sftp_upload(source, remote, hash).boxed()
     }
 
     fn stages_privileged(&self) -> bool {
