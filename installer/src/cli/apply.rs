@@ -208,6 +208,9 @@ fn apply(g: &GlobalOpts, args: &ApplyArgs, inv: &Inventory) -> Result<Outcome, E
             eprintln!("note: {note}");
         }
     }
+    for warning in &prepared.warnings {
+        eprintln!("warning: {warning}");
+    }
     let tasks = prepared.spec.tasks.len();
     if tasks == 0 {
         eprintln!("nothing to do: no task matches --limit / --shard / --layer");

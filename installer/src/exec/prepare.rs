@@ -20,6 +20,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::targets::{ConnectError, Connector, Target};
+use crate::bmc::{BmcConfig, RedfishClient};
 use super::{ExecTask, RunSpec};
 use crate::data::DataDir;
 use crate::inventory::{Inventory, Machine, NodeView, Role};
@@ -62,6 +63,8 @@ pub struct Prepared {
     pub connector: Arc<InventoryConnector>,
     /// Things the operator should know (left-out tasks).
     pub notes: Vec<String>,
+    /// Things the operator should worry about (a BMC whose TLS is not verified).
+    pub warnings: Vec<String>,
 }
 
 /// Why a run cannot be prepared.
@@ -91,6 +94,9 @@ pub enum PrepareError {
     /// The lab's VMs cannot be planned or their keys made.
     #[error(transparent)]
     Lab(#[from] crate::virt::lab::LabError),
+    /// A node's BMC settings (or the password they reference) cannot be used.
+    #[error(transparent)]
+    Bmc(#[from] crate::bmc::BmcError),
     /// A playbook's target does not fit the task it is used for.
     #[error("{0}")]
     Target(String),
@@ -102,6 +108,7 @@ impl PrepareError {
         match self {
             PrepareError::Lab(crate::virt::lab::LabError::Invalid(_)) => 2,
             PrepareError::Lab(_) | PrepareError::Data(_) => 1,
+            PrepareError::Bmc(e) if !e.is_input_error() => 1,
             _ => 2,
         }
     }
@@ -232,10 +239,16 @@ pub fn prepare(
         })
         .collect();
     let connector = InventoryConnector::new(inv, &tasks, &vms, opts)?;
+    let warnings = connector
+        .bmcs
+        .values()
+        .filter_map(BmcConfig::insecure_warning)
+        .collect();
     Ok(Prepared {
         spec: RunSpec { tasks },
         connector: Arc::new(connector),
         notes,
+        warnings,
     })
 }
 
@@ -351,10 +364,11 @@ struct HypervisorSpec {
     pool_path: String,
 }
 
-/// The production [`Connector`]: SSH targets, kubeconfigs and hypervisors
-/// resolved from the inventory before any target is touched.
+/// The production [`Connector`]: SSH targets, kubeconfigs, hypervisors and
+/// BMCs (passwords read) resolved from the inventory before any target is touched.
 pub struct InventoryConnector {
     ssh: BTreeMap<String, SshTarget>,
+    bmcs: BTreeMap<String, BmcConfig>,
     kube: BTreeMap<Target, KubeSource>,
     hypervisors: BTreeMap<String, HypervisorSpec>,
     data: DataDir,
@@ -401,8 +415,16 @@ impl InventoryConnector {
             ssh.insert(name.to_string(), target);
         }
         let mut kube = BTreeMap::new();
+        let mut bmcs = BTreeMap::new();
         for t in tasks {
             match &t.target {
+                Target::Bmc(node) if !bmcs.contains_key(node) => {
+                    if let Some(view) = inv.nodes().find(|v| v.node.name.as_str() == node)
+                        && let Some(cfg) = BmcConfig::from_machine(node, &view.node.machine)?
+                    {
+                        bmcs.insert(node.clone(), cfg);
+                    }
+                }
                 Target::Cluster(site) => {
                     let s = inv.sites.iter().find(|s| s.name.as_str() == site);
                     let source = match s.and_then(|s| s.cluster.kubeconfig.as_ref()) {
@@ -458,6 +480,7 @@ impl InventoryConnector {
             .collect();
         Ok(InventoryConnector {
             ssh,
+            bmcs,
             kube,
             hypervisors,
             data: opts.data.clone(),
@@ -505,6 +528,22 @@ impl Connector for InventoryConnector {
                     ),
                     source: e,
                 })
+        })
+    }
+
+    fn bmc<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Arc<RedfishClient>, ConnectError>> {
+        Box::pin(async move {
+            let cfg = self.bmcs.get(node).ok_or_else(|| {
+                ConnectError::NotConfigured(format!(
+                    "node {node} has no `machine: {{type: redfish}}` BMC settings"
+                ))
+            })?;
+            let client = RedfishClient::new(cfg)?;
+            if let Err(e) = client.login().await {
+                let _ = client.logout().await;
+                return Err(e.into());
+            }
+            Ok(Arc::new(client))
         })
     }
 

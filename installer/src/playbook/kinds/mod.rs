@@ -101,6 +101,8 @@ pub enum Conn<'a> {
     Kube(&'a crate::kube::KubeConn),
     /// A libvirt hypervisor.
     Hypervisor(&'a crate::virt::Session),
+    /// A node's BMC, logged in (Redfish).
+    Bmc(&'a crate::bmc::RedfishClient),
 }
 
 /// What a step can reach beyond its own target; the executor implements it.
@@ -204,6 +206,14 @@ impl<'a> StepEnv<'a> {
         match self.conn {
             Conn::Hypervisor(h) => Ok(h),
             _ => Err(self.wrong_target(TargetKind::Hypervisor)),
+        }
+    }
+
+    /// The Redfish client of a BMC target.
+    pub fn bmc(&self) -> Result<&'a crate::bmc::RedfishClient, StepError> {
+        match self.conn {
+            Conn::Bmc(c) => Ok(c),
+            _ => Err(self.wrong_target(TargetKind::Bmc)),
         }
     }
 
