@@ -5,7 +5,8 @@
 //! The data flows one way: [`inventory`] (parse and validate) → [`plan`]
 //! (a DAG of tasks) → [`exec`] (walks the DAG, one target per task) → step
 //! kinds from [`playbook`] → the outside world behind [`transport`] (SSH),
-//! [`virt`] (libvirt), [`bmc`] (Redfish) and [`kube`] (Kubernetes APIs). [`inventory`], [`plan`],
+//! [`virt`] (libvirt), [`bmc`] (Redfish) and [`kube`] (Kubernetes APIs);
+//! [`metal`] holds what bare-metal installs need beside the BMC. [`inventory`], [`plan`],
 //! [`context`], [`render`] and the playbook format are pure; I/O lives in
 //! transport, virt, bmc, kube, artifacts, exec and the step kinds. [`data`] is the
 //! one reader of the project's data files, [`state`] the one home of the state
@@ -21,6 +22,7 @@ pub mod exec;
 pub mod facts;
 pub mod inventory;
 pub mod kube;
+pub mod metal;
 pub mod plan;
 pub mod playbook;
 pub mod render;
