@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use crate::inventory::{Inventory, NodeView, Site};
+use crate::inventory::{Inventory, Machine, NodeView, Site};
 
 /// The context of a task on `view`'s node.
 pub fn node(inv: &Inventory, view: &NodeView<'_>) -> Value {
@@ -63,6 +63,20 @@ fn node_json(v: &NodeView<'_>) -> Value {
             "tls_san": v.k3s.tls_san.as_ref().map(|l| l.iter().map(|s| s.value.clone()).collect::<Vec<_>>()),
         },
         "vm": v.vm,
+        "machine": match &v.node.machine {
+            Machine::Existing => "existing",
+            Machine::Libvirt { .. } => "libvirt",
+            Machine::Redfish { .. } => "redfish",
+        },
+        // A bare-metal node edgeforge installs: its `machine.install` (else null).
+        "install": match &v.node.machine {
+            Machine::Redfish { install: Some(i), .. } => json!({
+                "disk": i.disk,
+                "image": i.image,
+                "ssh_timeout": i.ssh_timeout,
+            }),
+            _ => Value::Null,
+        },
     })
 }
 

@@ -11,7 +11,11 @@
 //! go on as if it were done, like the plan's external dependencies. VMs the
 //! machine layer creates get their key material here (generated once into
 //! the lab's state directory) and their SSH host keys pinned: edgeforge made
-//! those keys, so it never needs to trust a first sight.
+//! those keys, so it never needs to trust a first sight. Bare metal that
+//! edgeforge installs likewise: a login key and two host keys per node (the
+//! live installer's and the installed system's), generated into
+//! `<state>/baremetal/` and pinned, and its machine task gets a
+//! [`MetalTask`] with the OS image, the live ISO and the run's media server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,11 +24,15 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::targets::{ConnectError, Connector, Target};
-use crate::bmc::{BmcConfig, RedfishClient};
 use super::{ExecTask, RunSpec};
+use crate::bmc::{BmcConfig, RedfishClient};
 use crate::data::DataDir;
 use crate::inventory::{Inventory, Machine, NodeView, Role};
 use crate::kube::KubeConn;
+use crate::metal::keys::KeyedNode;
+use crate::metal::{
+    InstallPlan, MediaServer, MetalKeys, MetalTask, OsImage, SharedImage, SharedLive,
+};
 use crate::plan::{Plan, Task};
 use crate::playbook::kinds::TaskData;
 use crate::playbook::kinds::vm::VmTask;
@@ -129,6 +137,8 @@ pub fn prepare(
     let mut index: Vec<Option<usize>> = vec![None; plan.tasks().len()];
     let mut left_out: BTreeMap<&'static str, usize> = BTreeMap::new();
     let vms = vm_tasks(inv, plan)?;
+    let metal_keys = metal_keys(inv, opts)?;
+    let metal = metal_tasks(inv, plan, opts, metal_keys.as_ref())?;
 
     match &opts.adhoc {
         Some(pb) => {
@@ -210,6 +220,10 @@ pub fn prepare(
                         .get(n.name.as_str())
                         .map(|v| TaskData::Vm(v.clone()))
                         .unwrap_or_default(),
+                    (Target::Bmc(_), Some(n)) => metal
+                        .get(n.name.as_str())
+                        .map(|m| TaskData::Metal(m.clone()))
+                        .unwrap_or_default(),
                     _ => TaskData::None,
                 };
                 index[task.id.index()] = Some(tasks.len());
@@ -238,7 +252,7 @@ pub fn prepare(
             )
         })
         .collect();
-    let connector = InventoryConnector::new(inv, &tasks, &vms, opts)?;
+    let connector = InventoryConnector::new(inv, &tasks, &vms, metal_keys.as_ref(), opts)?;
     let warnings = connector
         .bmcs
         .values()
@@ -349,6 +363,196 @@ fn vm_tasks(
         .collect())
 }
 
+/// The key material of the inventory's bare-metal installs (every Redfish
+/// node with `machine.install`), generated once into `<state>/baremetal/`;
+/// `None` when no node is installed by edgeforge.
+fn metal_keys(
+    inv: &Inventory,
+    opts: &PrepareOptions<'_>,
+) -> Result<Option<MetalKeys>, PrepareError> {
+    let installed: Vec<NodeView<'_>> = inv
+        .nodes()
+        .filter(|v| {
+            matches!(
+                v.node.machine,
+                Machine::Redfish {
+                    install: Some(_),
+                    ..
+                }
+            )
+        })
+        .collect();
+    if installed.is_empty() {
+        return Ok(None);
+    }
+    let mut identities: Vec<&std::path::Path> = installed
+        .iter()
+        .filter_map(|v| v.ssh.identity_file.as_ref().map(|p| p.value.as_path()))
+        .collect();
+    identities.sort();
+    identities.dedup();
+    if identities.len() > 1 {
+        return Err(PrepareError::Target(format!(
+            "the nodes edgeforge installs name different identity files ({}); one login key is \
+             put into all of them, give them the same `ssh.identityFile` (or none: edgeforge \
+             then generates one)",
+            identities
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let nodes: Vec<KeyedNode> = installed
+        .iter()
+        .map(|v| KeyedNode {
+            node: v.node.name.value.clone(),
+            ssh_addr: format!("{}:{}", v.node.address.value, v.ssh_port()),
+        })
+        .collect();
+    let keys = MetalKeys::ensure(
+        &opts.state_dir.join("baremetal"),
+        identities.first().copied(),
+        &nodes,
+    )?;
+    Ok(Some(keys))
+}
+
+/// The [`MetalTask`] of every Redfish node with a machine task in the plan.
+fn metal_tasks(
+    inv: &Inventory,
+    plan: &Plan<'_>,
+    opts: &PrepareOptions<'_>,
+    keys: Option<&MetalKeys>,
+) -> Result<BTreeMap<String, Arc<MetalTask>>, PrepareError> {
+    let wanted: std::collections::BTreeSet<&str> = plan
+        .tasks()
+        .iter()
+        .filter(|t| matches!(t.action, crate::plan::Action::RedfishBoot { .. }))
+        .filter_map(|t| t.node.map(|n| n.name.as_str()))
+        .collect();
+    let mut out = BTreeMap::new();
+    let mut media: Option<Arc<MediaServer>> = None;
+    let live = Arc::new(SharedLive::new(opts.image.clone()));
+    let mut images: BTreeMap<Option<PathBuf>, Arc<SharedImage>> = BTreeMap::new();
+    for view in inv.nodes() {
+        let name = view.node.name.as_str();
+        let Machine::Redfish { install, .. } = &view.node.machine else {
+            continue;
+        };
+        if !wanted.contains(name) {
+            continue;
+        }
+        let ssh_timeout = install
+            .as_ref()
+            .and_then(|i| i.ssh_timeout)
+            .map_or(crate::metal::DEFAULT_SSH_TIMEOUT, |s| {
+                std::time::Duration::from_secs(u64::from(s))
+            });
+        let plan = match (install, keys) {
+            (Some(install), Some(keys)) => {
+                let media = match &media {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = Arc::new(media_server(inv)?);
+                        media = Some(m.clone());
+                        m
+                    }
+                };
+                let image = images
+                    .entry(install.image.clone())
+                    .or_insert_with(|| {
+                        let source = match &install.image {
+                            Some(path) => OsImage::File(path.clone()),
+                            None => OsImage::Base(opts.image.clone()),
+                        };
+                        Arc::new(SharedImage::new(source, opts.image.cache.clone()))
+                    })
+                    .clone();
+                let mut live_target = ssh_target(inv, &view)?;
+                // The live system: root with the login key, only its own pinned host key.
+                live_target.user = "root".into();
+                live_target.identity_files = vec![keys.identity.clone()];
+                live_target.passphrase = None;
+                live_target.agent = false;
+                live_target.sudo = crate::transport::SudoMode::None;
+                live_target.host_key = HostKeyCheck {
+                    pinned: None,
+                    known_hosts: vec![keys.live_known_hosts.clone()],
+                    accept_new: None,
+                };
+                Some(InstallPlan {
+                    user: view
+                        .ssh
+                        .user
+                        .as_ref()
+                        .map_or("root", |u| u.as_str())
+                        .to_string(),
+                    disk: install.disk.clone(),
+                    image,
+                    live: live.clone(),
+                    media,
+                    keys: keys.clone(),
+                    live_target,
+                    media_dir: opts.state_dir.join("baremetal").join("media"),
+                })
+            }
+            _ => None,
+        };
+        out.insert(
+            name.to_string(),
+            Arc::new(MetalTask {
+                node: name.to_string(),
+                ssh_timeout,
+                install: plan,
+            }),
+        );
+    }
+    Ok(out)
+}
+
+/// The run's media server, from the inventory's `mediaServer`.
+fn media_server(inv: &Inventory) -> Result<MediaServer, PrepareError> {
+    let settings = inv.media_server.as_ref().ok_or_else(|| {
+        PrepareError::Target(
+            "a node is to be installed, but the inventory has no `mediaServer` to serve the \
+             live ISO to its BMC from; add `mediaServer: {listen: ADDRESS:PORT}` with an address \
+             of this machine that the BMCs can reach"
+                .into(),
+        )
+    })?;
+    let listen = settings.listen.value.parse().map_err(|_| {
+        PrepareError::Target(format!(
+            "line {}: `mediaServer.listen` `{}` is not an `address:port`",
+            settings.listen.line, settings.listen.value
+        ))
+    })?;
+    Ok(MediaServer::new(
+        listen,
+        settings.url.as_ref().map(|u| u.value.clone()),
+    ))
+}
+
+/// The SSH target of a node as the inventory describes it.
+fn ssh_target(inv: &Inventory, view: &NodeView<'_>) -> Result<SshTarget, PrepareError> {
+    let jumps = |name: &str| {
+        inv.jump_host(name)
+            .map(|jh| (jh.address.value.clone(), inv.jump_host_ssh(jh)))
+    };
+    let mut settings = view.ssh.clone();
+    settings.port = Some(view.ssh_port());
+    SshTarget::from_settings(
+        view.node.address.as_str(),
+        &settings,
+        &jumps,
+        &crate::state::root(),
+    )
+    .map_err(|source| PrepareError::Ssh {
+        node: view.node.name.value.clone(),
+        source,
+    })
+}
+
 /// Where a cluster or federation API client comes from.
 #[derive(Debug, Clone)]
 struct KubeSource {
@@ -380,29 +584,34 @@ impl InventoryConnector {
         inv: &Inventory,
         tasks: &[ExecTask],
         vms: &BTreeMap<String, Arc<VmTask>>,
+        metal_keys: Option<&MetalKeys>,
         opts: &PrepareOptions<'_>,
     ) -> Result<InventoryConnector, PrepareError> {
-        let jumps = |name: &str| {
-            inv.jump_host(name)
-                .map(|jh| (jh.address.value.clone(), inv.jump_host_ssh(jh)))
-        };
         let hosts: std::collections::BTreeSet<&str> =
             tasks.iter().filter_map(|t| t.node.as_deref()).collect();
-        let state = crate::state::root();
         let mut ssh = BTreeMap::new();
         for view in inv.nodes() {
             let name = view.node.name.as_str();
             if !hosts.contains(name) {
                 continue;
             }
-            let mut settings = view.ssh.clone();
-            settings.port = Some(view.ssh_port());
-            let mut target =
-                SshTarget::from_settings(view.node.address.as_str(), &settings, &jumps, &state)
-                    .map_err(|source| PrepareError::Ssh {
-                        node: name.to_string(),
-                        source,
-                    })?;
+            let mut target = ssh_target(inv, &view)?;
+            if let (
+                Machine::Redfish {
+                    install: Some(_), ..
+                },
+                Some(keys),
+            ) = (&view.node.machine, metal_keys)
+            {
+                // edgeforge installed this machine with its own host key: only
+                // that key is accepted, with the login key it put in.
+                target.host_key = HostKeyCheck {
+                    pinned: None,
+                    known_hosts: vec![keys.known_hosts.clone()],
+                    accept_new: None,
+                };
+                target.identity_files = vec![keys.identity.clone()];
+            }
             if let Some(vm) = vms.get(name) {
                 // edgeforge generated this VM's host key: only that key is accepted.
                 target.host_key = HostKeyCheck {

@@ -15,9 +15,11 @@
 //! Families: [`place`] (template, copy), [`artifact`], [`system`] (the
 //! shell-backed kinds: command, script, file, lineinfile, package, service,
 //! sysctl, kernel_module, user, hostname), [`wait`] (wait_for, reboot,
-//! wait_cloud_init), [`output`] (secret), [`vm`] (the libvirt machine layer).
+//! wait_cloud_init), [`output`] (secret), [`vm`] (the libvirt machine layer),
+//! [`bmc`] (the bare-metal machine layer: power, media, boot, install).
 
 pub mod artifact;
+pub mod bmc;
 pub mod output;
 pub mod place;
 pub mod system;
@@ -134,6 +136,8 @@ pub enum TaskData {
     None,
     /// A VM the machine layer defines and boots.
     Vm(Arc<vm::VmTask>),
+    /// A bare-metal machine the machine layer powers on (and installs).
+    Metal(Arc<crate::metal::MetalTask>),
 }
 
 /// What a step needs to run.
@@ -423,6 +427,13 @@ kinds!(
     vm::VmImageParams,
     vm::VmDefineParams,
     vm::VmBootParams,
+    bmc::BmcInstallParams,
+    bmc::BmcPowerParams,
+    bmc::BmcEjectParams,
+    bmc::BmcInsertLiveParams,
+    bmc::BmcBootParams,
+    bmc::BmcWaitSshParams,
+    bmc::BmcWriteImageParams,
 );
 
 /// A step with rendered parameters and loaded content: what the journal hashes.
@@ -534,6 +545,23 @@ pub enum StepError {
     /// The lab's key material could not be made or read.
     #[error(transparent)]
     Lab(#[from] crate::virt::lab::LabError),
+    /// The BMC failed or refused.
+    #[error(transparent)]
+    Bmc(#[from] crate::bmc::BmcError),
+    /// A bare-metal install failed outside the BMC.
+    #[error(transparent)]
+    Metal(#[from] crate::metal::MetalError),
+    /// A stage of a bare-metal install failed (it is journaled: the next run retries it).
+    #[error("node {node}: install stage `{stage}` failed")]
+    Install {
+        /// The stage.
+        stage: String,
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: Box<StepError>,
+    },
     /// The rendered parameters make no sense, or the step cannot run.
     #[error("{0}")]
     Invalid(String),
@@ -564,6 +592,18 @@ pub enum StepError {
         /// What was seen last.
         last: Option<String>,
     },
+}
+
+impl From<crate::metal::record::RecordError> for StepError {
+    fn from(e: crate::metal::record::RecordError) -> StepError {
+        StepError::Metal(e.into())
+    }
+}
+
+impl From<crate::metal::media::MediaError> for StepError {
+    fn from(e: crate::metal::media::MediaError) -> StepError {
+        StepError::Metal(e.into())
+    }
 }
 
 /// Permission bits; YAML `0644`, `644` and `"0644"` all mean octal 644.
