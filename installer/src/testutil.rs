@@ -106,8 +106,13 @@ impl Transport for ShellTransport {
     }
 }
 
-/// A [`Reach`] for steps tested alone: there is nothing beyond their target.
-pub struct NoReach;
+/// A [`Reach`] for steps tested alone: there is nothing beyond their target;
+/// what a step remembers is kept in memory.
+#[derive(Default)]
+pub struct NoReach {
+    /// What steps remembered.
+    pub memos: Mutex<std::collections::HashMap<String, String>>,
+}
 
 impl Reach for NoReach {
     fn node_host(&self) -> BoxFuture<'_, Result<std::sync::Arc<dyn Transport>, StepError>> {
@@ -120,6 +125,21 @@ impl Reach for NoReach {
 
     fn site_cluster(&self) -> BoxFuture<'_, Result<crate::kube::KubeConn, StepError>> {
         Box::pin(async { Err(StepError::Invalid("no cluster in this test".into())) })
+    }
+
+    fn recall(&self, key: &str) -> Option<String> {
+        self.memos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn remember(&self, key: &str, value: &str) {
+        self.memos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), value.to_string());
     }
 
     fn progress(&self, _message: &str) {}

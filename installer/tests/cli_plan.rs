@@ -197,7 +197,7 @@ fn bad_limits_and_arguments_exit_2() {
     let cases: [(&[&str], &str); 7] = [
         (
             &["plan", "-i", &inv, "--limit", "nobody"],
-            "matches no node or site",
+            "matches no node, site or task",
         ),
         (
             &["plan", "-i", &inv, "--limit", "a-s1,,x"],

@@ -124,14 +124,21 @@ impl Scenario {
 
     /// The `edgeforge apply` command for a playbook with JSON events in `log`.
     pub fn apply_cmd(&self, playbook: &Path, log: &str, extra: &[&str]) -> Command {
+        let mut args = vec!["--playbook".to_string(), playbook.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.layers_cmd(log, &args)
+    }
+
+    /// The `edgeforge apply` command for the layer playbooks of the scenario's
+    /// data directory (`data/playbooks/...`), with JSON events in `log`.
+    pub fn layers_cmd(&self, log: &str, extra: &[&str]) -> Command {
         let mut c = Command::new(edgeforge_bin());
         c.arg("--data-dir")
             .arg(self.path("data"))
             .arg("apply")
             .arg("-i")
             .arg(self.path("inv.yaml"))
-            .arg("--playbook")
-            .arg(playbook)
             .arg("--state-dir")
             .arg(self.path("state"))
             .args(["--log-format", "json", "--log-file"])

@@ -1,5 +1,6 @@
 //! Test harness: real peers (sshd fleet, artifact HTTP server, libvirt lab,
-//! sushy-tools Redfish BMCs) started on loopback.
+//! sushy-tools Redfish BMCs) started on loopback, and the stand-ins for what
+//! cannot be had here: a Kubernetes API emulator and a k3s binary.
 
 pub mod apply;
 pub mod blackhole;
@@ -12,8 +13,10 @@ pub use blackhole::Blackhole;
 pub use sshd::{KeyKind, NodeSpec, SshdFleet, SshdNode};
 pub use sudo_user::SudoUser;
 pub mod http;
+pub mod k3s_standin;
 pub mod kube_emulator;
 pub mod lab;
+pub mod pty;
 pub mod sushy;
 
 use std::path::PathBuf;

@@ -326,9 +326,10 @@ impl EventSink for Collect {
     }
 }
 
-/// The `vm_define` results (status, message) of every VM task of a run.
+/// The "VM defined" results (status, message) by subject; VMs are defined concurrently, so their
+/// events arrive in any order.
 fn define_results(events: &[Event]) -> Vec<(String, StepStatus, Option<String>)> {
-    events
+    let mut results: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
             Event::StepFinished {
@@ -340,7 +341,9 @@ fn define_results(events: &[Event]) -> Vec<(String, StepStatus, Option<String>)>
             } if step == "VM defined" => Some((subject.clone(), *status, message.clone())),
             _ => None,
         })
-        .collect()
+        .collect();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    results
 }
 
 #[tokio::test]

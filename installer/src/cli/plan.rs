@@ -15,13 +15,15 @@ Examples:
   edgeforge plan -i inventory/appliances.yaml --limit 'site:berlin-*,!berlin-2-agent'
   edgeforge plan -i inventory/appliances.yaml --layer k3s,federation --format json
   edgeforge plan -i inventory/lab.yaml --format dot | dot -Tsvg > plan.svg
+  edgeforge plan -i inventory/appliances.yaml --limit 'task:*/os,task:site/*/register'
 
-Limit: comma-separated globs (`*`, `?`) on node names, or on site names with
-`site:`; a leading `!` excludes. A node is in when it matches an including term
-(or there are only excluding terms) and no excluding term. A site's cluster
-tasks (kubeconfig, registration) are in when any of its nodes is. Dependencies
-on tasks left out are shown as external and assumed done. A limit matching no
-node is an error (exit 2). --layer keeps only those layers; dependencies on
+Limit: comma-separated globs (`*`, `?`) on node names, on site names with
+`site:`, or on task keys (`<node>/<layer>`, `site/<site>/<action>`) with
+`task:`; a leading `!` excludes. A task is in when an including term matches
+it (or there are only excluding terms) and no excluding term does. A site's
+cluster tasks (kubeconfig, registration) are in when any of its nodes is.
+Dependencies on tasks left out are shown as external and assumed done. A
+limit matching no task is an error (exit 2). --layer keeps only those layers; dependencies on
 other layers become external the same way.
 
 Exit codes: 0 plan printed, 1 runtime failure (writing output), 2 invalid
@@ -37,7 +39,7 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
-    /// Only nodes (and sites, `site:NAME`) matching these comma-separated globs; `!` excludes.
+    /// Only nodes, sites (`site:NAME`) or tasks (`task:KEY`) matching these comma-separated globs; `!` excludes.
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
     /// Only these layers (comma-separated or repeated).

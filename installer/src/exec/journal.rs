@@ -52,6 +52,14 @@ pub enum Record {
         /// Handler name.
         handler: String,
     },
+    /// Something a step remembers about its subject for later runs (the
+    /// last record of a key wins), e.g. the size and times of a file it placed.
+    Memo {
+        /// What is remembered.
+        key: String,
+        /// Its value.
+        value: String,
+    },
 }
 
 /// Errors of the journal.
@@ -75,6 +83,7 @@ pub struct Journal {
     file: File,
     applied: HashMap<(String, String), String>,
     pending: BTreeSet<(String, String)>,
+    memos: HashMap<String, String>,
 }
 
 impl Journal {
@@ -88,6 +97,7 @@ impl Journal {
         crate::state::private_dir(dir).map_err(io)?;
         let mut applied = HashMap::new();
         let mut pending = BTreeSet::new();
+        let mut memos = HashMap::new();
         let mut needs_newline = false;
         if let Ok(f) = File::open(&path) {
             for line in BufReader::new(f).split(b'\n') {
@@ -109,6 +119,9 @@ impl Journal {
                     Ok(Record::Handled { playbook, handler }) => {
                         pending.remove(&(playbook, handler));
                     }
+                    Ok(Record::Memo { key, value }) => {
+                        memos.insert(key, value);
+                    }
                     Err(_) => needs_newline = !line.is_empty(),
                 }
             }
@@ -128,7 +141,13 @@ impl Journal {
             file,
             applied,
             pending,
+            memos,
         })
+    }
+
+    /// What a step remembered under `key` on an earlier run.
+    pub fn memo(&self, key: &str) -> Option<&str> {
+        self.memos.get(key).map(String::as_str)
     }
 
     /// Whether `step` of `playbook` was applied with exactly this input hash.
@@ -164,6 +183,9 @@ impl Journal {
             }
             Record::Handled { playbook, handler } => {
                 self.pending.remove(&(playbook.clone(), handler.clone()));
+            }
+            Record::Memo { key, value } => {
+                self.memos.insert(key.clone(), value.clone());
             }
         }
         let mut line = serde_json::to_vec(&record).unwrap_or_default();

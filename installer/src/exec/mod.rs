@@ -562,6 +562,7 @@ impl Shared {
             shared: self,
             task,
             step: Mutex::new(String::new()),
+            journal: journal.clone(),
         };
         let mut run = TaskRun {
             task,
@@ -985,11 +986,13 @@ enum StepFailure {
     Interrupted,
 }
 
-/// The [`Reach`] of one task: its node's connection, and progress events.
+/// The [`Reach`] of one task: its node's connection, its site's cluster, its
+/// subject's journal memos, and progress events.
 struct TaskReach<'a> {
     shared: &'a Shared,
     task: &'a ExecTask,
     step: Mutex<String>,
+    journal: Option<Arc<Mutex<Journal>>>,
 }
 
 impl TaskReach<'_> {
@@ -1039,6 +1042,31 @@ impl Reach for TaskReach<'_> {
                 .map_err(|e| StepError::Invalid(crate::error::chain(&e)))
         }
         .boxed()
+    }
+
+    fn recall(&self, key: &str) -> Option<String> {
+        if self.shared.opts.force {
+            return None;
+        }
+        self.journal.as_ref().and_then(|j| {
+            j.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .memo(key)
+                .map(str::to_string)
+        })
+    }
+
+    fn remember(&self, key: &str, value: &str) {
+        if let Some(j) = &self.journal {
+            // A memo that cannot be written only costs a full check next time.
+            let _ = j
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(Record::Memo {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                });
+        }
     }
 
     fn progress(&self, message: &str) {

@@ -469,10 +469,9 @@ fn metal_tasks(
                         Arc::new(SharedImage::new(source, opts.image.cache.clone()))
                     })
                     .clone();
-                let mut live_target = ssh_target(inv, &view)?;
+                let mut live_target = ssh_target(inv, &view, Some(keys.identity.clone()))?;
                 // The live system: root with the login key, only its own pinned host key.
                 live_target.user = "root".into();
-                live_target.identity_files = vec![keys.identity.clone()];
                 live_target.passphrase = None;
                 live_target.agent = false;
                 live_target.sudo = crate::transport::SudoMode::None;
@@ -533,14 +532,22 @@ fn media_server(inv: &Inventory) -> Result<MediaServer, PrepareError> {
     ))
 }
 
-/// The SSH target of a node as the inventory describes it.
-fn ssh_target(inv: &Inventory, view: &NodeView<'_>) -> Result<SshTarget, PrepareError> {
+/// The SSH target of a node as the inventory describes it (with `identity`
+/// as its identity file when edgeforge generated the login key).
+fn ssh_target(
+    inv: &Inventory,
+    view: &NodeView<'_>,
+    identity: Option<PathBuf>,
+) -> Result<SshTarget, PrepareError> {
     let jumps = |name: &str| {
         inv.jump_host(name)
             .map(|jh| (jh.address.value.clone(), inv.jump_host_ssh(jh)))
     };
     let mut settings = view.ssh.clone();
     settings.port = Some(view.ssh_port());
+    if let Some(identity) = identity {
+        settings.identity_file = Some(crate::inventory::Sp::new(identity));
+    }
     SshTarget::from_settings(
         view.node.address.as_str(),
         &settings,
@@ -595,31 +602,38 @@ impl InventoryConnector {
             if !hosts.contains(name) {
                 continue;
             }
-            let mut target = ssh_target(inv, &view)?;
-            if let (
-                Machine::Redfish {
-                    install: Some(_), ..
-                },
-                Some(keys),
-            ) = (&view.node.machine, metal_keys)
-            {
+            let vm = vms.get(name);
+            let metal = match (&view.node.machine, metal_keys) {
+                (
+                    Machine::Redfish {
+                        install: Some(_), ..
+                    },
+                    Some(keys),
+                ) => Some(keys),
+                _ => None,
+            };
+            // The login key edgeforge generated and put into the VM or the
+            // installed machine.
+            let identity = vm
+                .map(|vm| vm.keys.identity.clone())
+                .or_else(|| metal.map(|k| k.identity.clone()));
+            let mut target = ssh_target(inv, &view, identity)?;
+            if let Some(keys) = metal {
                 // edgeforge installed this machine with its own host key: only
-                // that key is accepted, with the login key it put in.
+                // that key is accepted.
                 target.host_key = HostKeyCheck {
                     pinned: None,
                     known_hosts: vec![keys.known_hosts.clone()],
                     accept_new: None,
                 };
-                target.identity_files = vec![keys.identity.clone()];
             }
-            if let Some(vm) = vms.get(name) {
+            if let Some(vm) = vm {
                 // edgeforge generated this VM's host key: only that key is accepted.
                 target.host_key = HostKeyCheck {
                     pinned: None,
                     known_hosts: vec![vm.keys.known_hosts.clone()],
                     accept_new: None,
                 };
-                target.identity_files = vec![vm.keys.identity.clone()];
             }
             ssh.insert(name.to_string(), target);
         }

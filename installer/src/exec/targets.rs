@@ -14,7 +14,9 @@
 //! success, failure and Ctrl-C alike.
 //! [`HostLink`] is a host's connection as steps see it: a step that reboots
 //! the host or waits out an sshd restart reconnects it, and later steps use
-//! the new connection without knowing.
+//! the new connection without knowing. Facts are not gathered again after a
+//! reconnect: within one run a host keeps the facts of its first connection
+//! (after a reboot step, `facts.boot_id` is the old boot's).
 
 use std::collections::HashMap;
 use std::fmt;

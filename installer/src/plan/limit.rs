@@ -1,12 +1,16 @@
-//! `--limit`: which nodes a plan (or a run) covers, in the spirit of
+//! `--limit`: which tasks a plan (or a run) covers, in the spirit of
 //! Ansible's `--limit`.
 //!
 //! A limit is a comma-separated list of terms. A term is a glob (`*` any run of
-//! characters, `?` one character) on a node name, or on a site name when it
-//! starts with `site:`. A term starting with `!` excludes what it matches.
-//! A node is selected when it matches at least one including term (or there
-//! are only excluding terms) and no excluding term. Examples: `edge-0*`,
-//! `site:berlin-*,!berlin-2-agent`, `!site:lab`.
+//! characters, `?` one character) on a node name, on a site name when it
+//! starts with `site:`, or on a task key (`<node>/<layer>`,
+//! `site/<site>/<action>`) when it starts with `task:`. A term starting with
+//! `!` excludes what it matches. A task is selected when at least one
+//! including term matches it (or there are only excluding terms) and no
+//! excluding term does. A node term matches the node's tasks and, including,
+//! its site's cluster tasks too (the cluster a selected node belongs to).
+//! Examples: `edge-0*`, `site:berlin-*,!berlin-2-agent`, `!site:lab`,
+//! `task:*/os`, `site:lab,!task:site/*`.
 
 use std::str::FromStr;
 
@@ -22,8 +26,16 @@ pub struct Limit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Term {
     exclude: bool,
-    on_site: bool,
+    on: Scope,
     glob: String,
+}
+
+/// What a term's glob is matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Node,
+    Site,
+    Task,
 }
 
 /// A `--limit` pattern that cannot be parsed.
@@ -31,7 +43,7 @@ struct Term {
 pub enum LimitError {
     /// A term between commas is empty or only `!` / `site:`.
     #[error(
-        "--limit `{pattern}`: term {position} is empty; write node names or `site:NAME` separated by commas"
+        "--limit `{pattern}`: term {position} is empty; write node names, `site:NAME` or `task:KEY` separated by commas"
     )]
     EmptyTerm {
         /// The whole pattern.
@@ -51,9 +63,12 @@ impl Limit {
                 Some(rest) => (true, rest.trim_start()),
                 None => (false, raw),
             };
-            let (on_site, glob) = match rest.strip_prefix("site:") {
-                Some(g) => (true, g),
-                None => (false, rest),
+            let (on, glob) = if let Some(g) = rest.strip_prefix("site:") {
+                (Scope::Site, g)
+            } else if let Some(g) = rest.strip_prefix("task:") {
+                (Scope::Task, g)
+            } else {
+                (Scope::Node, rest)
             };
             if glob.is_empty() {
                 return Err(LimitError::EmptyTerm {
@@ -63,7 +78,7 @@ impl Limit {
             }
             terms.push(Term {
                 exclude,
-                on_site,
+                on,
                 glob: glob.to_string(),
             });
         }
@@ -78,19 +93,44 @@ impl Limit {
         &self.pattern
     }
 
-    /// Whether `node` of `site` is selected.
-    pub fn matches(&self, site: &Site, node: &Node) -> bool {
-        let hit = |t: &Term| {
-            let name = if t.on_site {
-                site.name.as_str()
-            } else {
-                node.name.as_str()
-            };
-            glob_match(&t.glob, name)
+    /// Whether the task `key` of `site` (on `node`, or site-level when `None`) is selected.
+    pub fn matches_task(&self, site: &Site, node: Option<&Node>, key: &str) -> bool {
+        let hit = |t: &Term| match (t.on, node) {
+            (Scope::Site, _) => glob_match(&t.glob, site.name.as_str()),
+            (Scope::Task, _) => glob_match(&t.glob, key),
+            (Scope::Node, Some(n)) => glob_match(&t.glob, n.name.as_str()),
+            (Scope::Node, None) => false,
         };
-        let mut includes = self.terms.iter().filter(|t| !t.exclude).peekable();
-        let included = includes.peek().is_none() || includes.any(hit);
-        included && !self.terms.iter().filter(|t| t.exclude).any(hit)
+        let includes: Vec<&Term> = self.terms.iter().filter(|t| !t.exclude).collect();
+        if self.terms.iter().filter(|t| t.exclude).any(hit) {
+            return false;
+        }
+        let direct = includes.is_empty() || includes.iter().any(|t| hit(t));
+        match node {
+            Some(_) => direct,
+            // A site's cluster tasks come with any selected node of the site.
+            None => {
+                (!includes.is_empty() && includes.iter().any(|t| hit(t)))
+                    || site.nodes.iter().any(|n| self.node_selected(site, n))
+            }
+        }
+    }
+
+    /// Whether `node` is selected by the node and site terms alone.
+    fn node_selected(&self, site: &Site, node: &Node) -> bool {
+        let hit = |t: &&Term| match t.on {
+            Scope::Site => glob_match(&t.glob, site.name.as_str()),
+            Scope::Node => glob_match(&t.glob, node.name.as_str()),
+            Scope::Task => false,
+        };
+        let includes: Vec<&Term> = self.terms.iter().filter(|t| !t.exclude).collect();
+        let by_name: Vec<&&Term> = includes.iter().filter(|t| t.on != Scope::Task).collect();
+        let included = if by_name.is_empty() {
+            includes.is_empty()
+        } else {
+            by_name.iter().any(|t| hit(t))
+        };
+        included && !self.terms.iter().filter(|t| t.exclude).any(|t| hit(&t))
     }
 }
 
@@ -158,6 +198,7 @@ mod tests {
             ("a,site:", 2),
             ("", 1),
             ("a, !site:", 2),
+            ("task:", 1),
         ] {
             assert_eq!(
                 Limit::parse(pattern),

@@ -431,7 +431,7 @@ pub enum PlanError {
     },
     /// `--limit` selected no node.
     #[error(
-        "--limit `{pattern}` matches no node or site; check the names (`edgeforge plan` without --limit lists them)"
+        "--limit `{pattern}` matches no node, site or task; check the names (`edgeforge plan` without --limit lists them)"
     )]
     LimitMatchesNothing {
         /// The limit as given.
@@ -696,29 +696,20 @@ fn select<'a>(
     selection: &Selection,
 ) -> Result<Plan<'a>, PlanError> {
     let keep_layer = |l: Layer| selection.layers.is_empty() || selection.layers.contains(&l);
-    let site_selected: Vec<bool> = inv
-        .sites
-        .iter()
-        .map(|s| match &selection.limit {
-            None => true,
-            Some(limit) => s.nodes.iter().any(|n| limit.matches(s, n)),
-        })
-        .collect();
+    let limited = |t: &Task<'_>| {
+        selection
+            .limit
+            .as_ref()
+            .is_none_or(|limit| limit.matches_task(t.site, t.node, &t.key()))
+    };
     if let Some(limit) = &selection.limit
-        && !site_selected.contains(&true)
+        && !full.tasks.iter().any(limited)
     {
         return Err(PlanError::LimitMatchesNothing {
             pattern: limit.as_str().to_string(),
         });
     }
-    let keep = |t: &Task<'_>| -> bool {
-        keep_layer(t.layer)
-            && match (t.node, &selection.limit) {
-                (_, None) => true,
-                (Some(n), Some(limit)) => limit.matches(t.site, n),
-                (None, Some(_)) => site_selected.get(t.site_index) == Some(&true),
-            }
-    };
+    let keep = |t: &Task<'_>| -> bool { keep_layer(t.layer) && limited(t) };
     let mut new_id: Vec<Option<TaskId>> = vec![None; full.tasks.len()];
     let mut next = 0u32;
     for old in order {

@@ -320,9 +320,49 @@ fn limit_keeps_cluster_tasks_of_touched_sites_and_marks_outside_deps_external() 
 }
 
 #[test]
+fn limit_selects_tasks_by_key() {
+    let inv = three_sites();
+    let plan = plan_of(&inv, Some("task:*/os"), &[]);
+    assert!(
+        keys(&plan).iter().all(|k| k.ends_with("/os")),
+        "{:?}",
+        keys(&plan)
+    );
+    assert_eq!(keys(&plan).len(), 5);
+    let plan = plan_of(&inv, Some("site:berlin-1,!task:site/*"), &[]);
+    assert_eq!(
+        keys(&plan),
+        [
+            "b1-s/machine",
+            "b1-s/os",
+            "b1-s/k3s",
+            "b1-a/machine",
+            "b1-a/os",
+            "b1-a/k3s"
+        ]
+    );
+    let plan = plan_of(&inv, Some("task:site/paris-1/*"), &[]);
+    assert_eq!(
+        keys(&plan),
+        ["site/paris-1/kubeconfig", "site/paris-1/register"]
+    );
+    let plan = plan_of(&inv, Some("b1-a,task:p1-s/os"), &[]);
+    assert!(
+        keys(&plan).contains(&"p1-s/os".to_string()),
+        "{:?}",
+        keys(&plan)
+    );
+    assert!(
+        !keys(&plan).contains(&"site/paris-1/kubeconfig".to_string()),
+        "{:?}",
+        keys(&plan)
+    );
+}
+
+#[test]
 fn limit_matching_nothing_is_an_error() {
     let inv = three_sites();
-    for limit in ["nobody", "site:rome-*", "!*"] {
+    for limit in ["nobody", "site:rome-*", "!*", "task:nothing/*"] {
         let selection = Selection {
             limit: Some(Limit::parse(limit).expect("parses")),
             layers: Vec::new(),

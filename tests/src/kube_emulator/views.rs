@@ -279,10 +279,15 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
                         .flatten()
                         .find(|c| c["type"] == "Ready")
                         .map(|c| c["status"] == "True");
-                    json!(match ready {
+                    let status = match ready {
                         Some(true) => "Ready",
                         Some(false) => "NotReady",
                         None => "Unknown",
+                    };
+                    json!(if o["spec"]["unschedulable"] == true {
+                        format!("{status},SchedulingDisabled")
+                    } else {
+                        status.to_string()
                     })
                 }),
             ));
@@ -315,6 +320,38 @@ fn columns(rt: &ResourceType) -> Vec<Column> {
                 0,
                 text_cell(&["status", "nodeInfo", "kubeletVersion"], ""),
             ));
+            for (name, kind) in [("Internal-IP", "InternalIP"), ("External-IP", "ExternalIP")] {
+                cols.push(column(
+                    name,
+                    "string",
+                    1,
+                    Box::new(move |o, _| {
+                        let addresses: Vec<&str> = o["status"]["addresses"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|a| a["type"] == kind)
+                            .filter_map(|a| a["address"].as_str())
+                            .collect();
+                        json!(if addresses.is_empty() {
+                            "<none>".to_string()
+                        } else {
+                            addresses.join(",")
+                        })
+                    }),
+                ));
+            }
+            const INFO: [(&str, &[&str]); 3] = [
+                ("OS-Image", &["status", "nodeInfo", "osImage"]),
+                ("Kernel-Version", &["status", "nodeInfo", "kernelVersion"]),
+                (
+                    "Container-Runtime",
+                    &["status", "nodeInfo", "containerRuntimeVersion"],
+                ),
+            ];
+            for (name, path) in INFO {
+                cols.push(column(name, "string", 1, text_cell(path, "<unknown>")));
+            }
         }
         ("apps", "deployments") => {
             cols.push(column(

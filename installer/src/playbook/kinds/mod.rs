@@ -123,6 +123,14 @@ pub trait Reach: Send + Sync {
     /// or to cordon and drain it before an upgrade.
     fn site_cluster(&self) -> BoxFuture<'_, Result<crate::kube::KubeConn, StepError>>;
 
+    /// What a step of this subject remembered under `key` on an earlier run
+    /// (kept in the subject's journal; `None` with `--force`, in check mode
+    /// nothing new is kept).
+    fn recall(&self, key: &str) -> Option<String>;
+
+    /// Remembers `value` under `key` for later runs.
+    fn remember(&self, key: &str, value: &str);
+
     /// Reports progress inside a long step (shown in its progress row and, with
     /// `-v`, as a line).
     fn progress(&self, message: &str);

@@ -17,6 +17,7 @@ struct Rig {
     renderer: Renderer,
     facts: Facts,
     transport: ShellTransport,
+    reach: NoReach,
 }
 
 impl Rig {
@@ -42,6 +43,7 @@ impl Rig {
                 ..Facts::default()
             },
             transport,
+            reach: NoReach::default(),
         }
     }
 
@@ -66,7 +68,7 @@ impl Rig {
                 transport: &self.transport,
                 facts: &self.facts,
             },
-            reach: &NoReach,
+            reach: &self.reach,
             task_data: &TaskData::None,
             task: "edge-1/os",
             renderer: &self.renderer,
@@ -549,7 +551,7 @@ async fn artifact_places_the_cached_file_once() {
             transport: &rig.transport,
             facts: &facts,
         },
-        reach: &NoReach,
+        reach: &rig.reach,
         task_data: &TaskData::None,
         task: "edge-1/k3s",
         renderer: &rig.renderer,
@@ -568,7 +570,32 @@ async fn artifact_places_the_cached_file_once() {
     };
     assert!(prepared.apply(&env).await.unwrap().changed);
     assert_eq!(read(&rig.path("k3s")), "#!/bin/sh\necho stand-in k3s\n");
-    assert!(!prepared.apply(&env).await.unwrap().changed);
+    // Placed before and untouched since: one `stat`, no put (which would hash it).
+    rig.trips();
+    let again = prepared.apply(&env).await.unwrap();
+    assert!(!again.changed);
+    assert!(
+        again.stdout.contains("as placed before"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(rig.trips(), 1, "only the stat");
+    // Touched (its times move): checked again through a put (sha256 compared), kept.
+    std::process::Command::new("touch")
+        .arg(rig.path("k3s"))
+        .status()
+        .unwrap();
+    let touched = prepared.apply(&env).await.unwrap();
+    assert!(!touched.changed);
+    assert_eq!(
+        rig.trips(),
+        3,
+        "stat, put (hash compared, nothing sent), stat to remember"
+    );
+    // Replaced behind edgeforge's back: put back.
+    std::fs::write(rig.path("k3s"), "tampered").unwrap();
+    assert!(prepared.apply(&env).await.unwrap().changed);
+    assert_eq!(read(&rig.path("k3s")), "#!/bin/sh\necho stand-in k3s\n");
 
     // Not in the cache: the error names the artifact and how to fetch it.
     let missing = ArtifactParams {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Content, Params, StepEnv, StepError, StepReport, TargetKind, TaskData};
 use crate::virt::lab::{LabKeys, LabVm};
-use crate::virt::{Ready, Session, VmState};
+use crate::virt::{Ready, Session, VirtError, VmState};
 
 /// A VM the machine layer brings up: its spec and the lab's key material.
 #[derive(Debug, Clone)]
@@ -160,7 +160,24 @@ impl Params for VmBootParams {
         }
         // Held for the whole boot: one TCG boot at a time (None under KVM).
         let _permit = session.boot_permit().await?;
-        let stdout = boot(env, hv, name, addr, running, self.timeout).await?;
+        let timeout = Duration::from_secs(self.timeout);
+        let stdout = match boot(env, hv, name, addr, running, timeout).await {
+            Err(StepError::Virt(VirtError::Stopped { console_log, .. })) => {
+                // A guest that dies while booting (an emulator crash under TCG
+                // has been seen here) gets one more start.
+                env.reach
+                    .progress("the VM stopped while booting; starting it once more");
+                let stdout = boot(env, hv, name, addr, false, timeout).await?;
+                return Ok(StepReport {
+                    stdout,
+                    warning: Some(format!(
+                        "VM {name} stopped while booting and was started again; its console log on the hypervisor is {console_log}"
+                    )),
+                    ..changed
+                });
+            }
+            other => other?,
+        };
         Ok(StepReport { stdout, ..changed })
     }
 }
@@ -171,16 +188,14 @@ async fn boot(
     name: &str,
     addr: &str,
     running: bool,
-    timeout: u64,
+    timeout: Duration,
 ) -> Result<String, StepError> {
     if !running {
         hv.start_vm(name).await?;
     }
     env.reach
         .progress(&format!("booting, waiting for SSH on {addr}"));
-    let took = hv
-        .wait_for_ssh(name, addr, Duration::from_secs(timeout))
-        .await?;
+    let took = hv.wait_for_ssh(name, addr, timeout).await?;
     Ok(format!(
         "SSH answers on {addr} after {:.0} s",
         took.as_secs_f64()

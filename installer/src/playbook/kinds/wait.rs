@@ -134,11 +134,16 @@ impl Params for CloudInitParams {
         // `status --wait` returns at once when cloud-init is done; 2 means done
         // with recoverable errors (newer releases), which still leaves the
         // machine configured. A machine without cloud-init has nothing to wait for.
+        // `status --wait` returns once cloud-init has finished: 0 done; 1 done
+        // with errors in some module, 2 with recoverable errors (newer
+        // releases). Finished either way: the details go into a warning, since
+        // the machine is reachable with the key cloud-init put in. A machine
+        // without cloud-init has nothing to wait for.
         const SCRIPT: &str =
             "command -v cloud-init >/dev/null 2>&1 || { echo 'status: no cloud-init'; exit 0; }
              cloud-init status --wait >/dev/null 2>&1; rc=$?
-             cloud-init status 2>&1 | tail -n 3
-             [ \"$rc\" = 0 ] || [ \"$rc\" = 2 ]";
+             cloud-init status --long 2>&1 | grep -v '^ *$' | tail -n 8
+             exit $rc";
         let timeout = Duration::from_secs(self.timeout);
         let start = Instant::now();
         let mut last: Option<String> = None;
@@ -164,6 +169,20 @@ impl Params for CloudInitParams {
                 Ok(out) if out.status == 0 => {
                     return Ok(StepReport {
                         stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                        ..StepReport::default()
+                    });
+                }
+                Ok(out) if out.status == 1 || out.status == 2 => {
+                    let detail = String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Ok(StepReport {
+                        warning: Some(format!(
+                            "cloud-init finished with errors inside the machine: {detail}"
+                        )),
                         ..StepReport::default()
                     });
                 }
