@@ -189,8 +189,9 @@ mod tests {
     fn a_raw_image_file_becomes_a_stream_once_whose_hash_is_the_raw_bytes() {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("root.img");
-        let data: Vec<u8> = (0..3_000_000u32)
-            .map(|i| if i < 1_000_000 { (i % 7) as u8 } else { 0 })
+        // qemu-img works in 512-byte sectors: a raw image is a whole number of them.
+        let data: Vec<u8> = (0..3u32 << 20)
+            .map(|i| if i < 1 << 20 { (i % 7) as u8 } else { 0 })
             .collect();
         fs::write(&src, &data).unwrap();
         let cache = tmp.path().join("cache");

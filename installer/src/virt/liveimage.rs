@@ -216,7 +216,7 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -412,7 +412,7 @@ mod tests {
         ];
         let archive = node_cpio(&files);
         assert!(archive.starts_with(b"070701"));
-        assert_eq!(archive.len() % 4, 0);
+        assert!(archive.len().is_multiple_of(4));
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new("cpio")
             .args(["-i", "-d", "--quiet", "--no-absolute-filenames"])
