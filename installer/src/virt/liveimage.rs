@@ -154,7 +154,14 @@ pub fn node_iso(live: &LiveImage, files: &[NodeFile], dest: &Path) -> Result<(),
             .arg(live.iso_path())
             .arg("-outdev")
             .arg(&tmp)
-            .args(["-boot_image", "any", "replay", "-map"])
+            // The El Torito UEFI image and a GPT pointing at it, set anew:
+            // `replay` of grub-mkrescue's layout (HFS+, APM, a gap partition)
+            // fails once a file is added ("GPT partitions overlap").
+            .args(["-boot_image", "any", "discard"])
+            .args(["-boot_image", "any", "cat_path=/boot.catalog"])
+            .args(["-boot_image", "any", "efi_path=/efi.img"])
+            .args(["-boot_image", "any", "efi_boot_part=--efi-boot-image"])
+            .arg("-map")
             .arg(&cpio)
             .arg(NODE_CPIO),
         &log,
