@@ -29,7 +29,10 @@ fn examples_exit_0_with_a_summary() {
         ("lab.yaml", "1 site, 3 nodes (1 server, 2 agents)"),
         ("appliances.yaml", "6 sites, 12 nodes (8 servers, 4 agents)"),
         ("baremetal.yaml", "1 site, 5 nodes (3 servers, 2 agents)"),
-        ("baremetal-emulated.yaml", "1 site, 1 node (1 server, 0 agents)"),
+        (
+            "baremetal-emulated.yaml",
+            "1 site, 1 node (1 server, 0 agents)",
+        ),
     ] {
         let path = example(name);
         let out = edgeforge(&["check", "-i", path.to_str().expect("utf-8 path")]);
