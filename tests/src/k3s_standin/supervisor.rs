@@ -305,7 +305,22 @@ impl Cluster {
     }
 
     /// One round of the controllers: node deletions, learner promotion, `EtcdIsVoter`.
-    fn reconcile(&self, store: &Store, known: &mut BTreeMap<String, Option<String>>) {
+    /// `known` holds the Nodes of the last round and `rv` where it read them;
+    /// a Node created and deleted between two rounds counts as known too.
+    fn reconcile(&self, store: &Store, known: &mut BTreeMap<String, Option<String>>, rv: &mut u64) {
+        let (at, touched) = store.touched_since("nodes", *rv);
+        *rv = at;
+        for node in touched {
+            if let Some(name) = node["metadata"]["name"].as_str() {
+                let member = node["metadata"]["annotations"][ETCD_NAME_ANNOTATION]
+                    .as_str()
+                    .map(str::to_string);
+                let entry = known.entry(name.to_string()).or_default();
+                if member.is_some() {
+                    *entry = member;
+                }
+            }
+        }
         let nodes = store.list("v1", "nodes", None);
         let mut now: BTreeMap<String, Option<String>> = BTreeMap::new();
         for node in &nodes {
@@ -407,8 +422,9 @@ impl Extension for Cluster {
 /// Runs the controllers every `tick` until the task is aborted.
 pub async fn run_controllers(cluster: Arc<Cluster>, store: Store, tick: Duration) {
     let mut known = BTreeMap::new();
+    let mut rv = 0;
     loop {
-        cluster.reconcile(&store, &mut known);
+        cluster.reconcile(&store, &mut known, &mut rv);
         tokio::time::sleep(tick).await;
     }
 }

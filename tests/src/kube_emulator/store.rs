@@ -1323,6 +1323,22 @@ impl Store {
             .collect())
     }
 
+    /// Names of the cluster-scoped `resource` (core group) objects created or
+    /// changed after `rv` and still in the history, with the resourceVersion
+    /// they were read at: for controllers that poll but must not miss an
+    /// object that lived between two polls.
+    pub fn touched_since(&self, resource: &str, rv: u64) -> (u64, Vec<Arc<Value>>) {
+        let state = self.lock();
+        let key = key("", resource);
+        let touched = state
+            .history
+            .iter()
+            .filter(|e| e.rv > rv && e.key == key && e.kind != EventKind::Deleted)
+            .map(|e| e.object.clone())
+            .collect();
+        (state.rv, touched)
+    }
+
     /// All current objects of a key with the current resourceVersion (the start of a watch without one).
     pub(crate) fn snapshot(&self, key: &StorageKey) -> (u64, Vec<(String, Arc<Value>)>) {
         let state = self.lock();
