@@ -13,15 +13,30 @@ pub const URI: &str = "qemu:///system";
 
 /// Makes sure libvirtd (and virtlogd) answer on `qemu:///system`, starting
 /// them as daemons when they do not (there is no systemd on CI machines).
+/// Tests call this at once from several threads and processes: one thread
+/// at a time starts the daemons, and a daemon already running (started by
+/// another test process meanwhile) is left alone.
 pub fn ensure_libvirtd() -> anyhow::Result<()> {
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = STARTING.lock().unwrap_or_else(|p| p.into_inner());
     if virsh(&["version"]).is_ok() {
         return Ok(());
     }
+    let running = |daemon: &str| {
+        Command::new("pgrep")
+            .args(["-x", daemon])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     for daemon in ["virtlogd", "libvirtd"] {
+        if running(daemon) {
+            continue;
+        }
         let status = Command::new(daemon).arg("-d").status().with_context(|| {
             format!("starting {daemon} (apt-get install libvirt-daemon-system)")
         })?;
-        if !status.success() {
+        // `-d` fails when another process won the race to its pid file.
+        if !status.success() && !running(daemon) {
             bail!("{daemon} -d failed: {status}");
         }
     }
