@@ -185,6 +185,8 @@ pub async fn finalize(
     layout: &DiskLayout,
     seed: &[(&str, String)],
 ) -> Result<(), MetalError> {
+    let mkdir = format!("install -d -m 0700 {}", quote(SEED_DIR));
+    run(live, &mkdir, "making the seed directory", 60).await?;
     for (name, text) in seed {
         let path = format!("{SEED_DIR}/{name}");
         live.put(PutRequest {
