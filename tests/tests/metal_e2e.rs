@@ -303,6 +303,19 @@ fn bare_metal_installs_through_redfish_resumes_after_a_kill_then_gets_its_os_lay
             s["secs"].as_f64().unwrap_or_default()
         );
     }
+    // The steps every Redfish node runs (not install stages), from the resumed run.
+    for step in [
+        "powered on",
+        "installed system answers SSH",
+        "cloud-init finished",
+    ] {
+        let secs = ev2
+            .iter()
+            .find(|e| e["event"] == "step_finished" && e["step"] == step)
+            .and_then(|e| e["duration_s"].as_f64());
+        let secs = secs.unwrap_or_else(|| panic!("no step `{step}` in the resumed run"));
+        println!("  {step:<22} {secs:>6.1} s (then)");
+    }
 
     // The installed system, over SSH with the host key edgeforge generated
     // and pinned (known_hosts holds only that key; ssh is strict).
