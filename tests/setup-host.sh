@@ -16,9 +16,12 @@ need_root() {
 # ovmf (UEFI firmware), apache2-utils (htpasswd -B), openssl, and what pip
 # needs to build libvirt-python are for the Redfish suites (sushy-tools).
 # iptables (with iproute2) is for the k3s stand-in's network leftovers suite.
+# squashfs-tools, grub-common, grub-efi-amd64-bin, xorriso and cpio build the
+# live installer ISO (`edgeforge images build-live`, the bare-metal suite).
 BASE_PKGS=(openssh-server openssh-client debootstrap dosfstools mtools e2fsprogs
     zstd iproute2 pkg-config curl graphviz sudo
-    ovmf apache2-utils openssl python3-venv python3-dev gcc iptables)
+    ovmf apache2-utils openssl python3-venv python3-dev gcc iptables
+    squashfs-tools grub-common grub-efi-amd64-bin xorriso cpio)
 BACKPORTS_PKGS=(qemu-system-x86 libvirt-daemon-system libvirt-dev passt)
 # Python-packaged tools, in one venv shared by every suite (the harness finds
 # it through EDGEFORGE_TEST_VENV, default below). kubectl 1.37 is the client

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::inventory::{Inventory, NodeView, Role, SecretRef, Site};
+use crate::inventory::{Inventory, Machine, NodeView, Role, SecretRef, Site};
 
 /// Where a node's registry TLS files go (`<dir>/<registry>/ca.crt`, `client.crt`, `client.key`).
 pub const REGISTRY_TLS_DIR: &str = "/etc/rancher/k3s/tls";
@@ -87,6 +87,20 @@ fn node_json(v: &NodeView<'_>) -> Value {
         "ssh_user": v.ssh.user.as_ref().map_or("root", |u| u.as_str()),
         "k3s": k3s_json(v),
         "vm": v.vm,
+        "machine": match &v.node.machine {
+            Machine::Existing => "existing",
+            Machine::Libvirt { .. } => "libvirt",
+            Machine::Redfish { .. } => "redfish",
+        },
+        // A bare-metal node edgeforge installs: its `machine.install` (else null).
+        "install": match &v.node.machine {
+            Machine::Redfish { install: Some(i), .. } => json!({
+                "disk": i.disk,
+                "image": i.image,
+                "ssh_timeout": i.ssh_timeout,
+            }),
+            _ => Value::Null,
+        },
     })
 }
 

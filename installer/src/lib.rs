@@ -6,7 +6,8 @@
 //! (a DAG of tasks) → [`exec`] (walks the DAG, one target per task) → step
 //! kinds from [`playbook`] → the outside world behind [`transport`] (SSH),
 //! [`virt`] (libvirt), [`bmc`] (Redfish) and [`kube`] (Kubernetes APIs), with
-//! [`federation`] (joins into Karmada or KubeFed) over kube. [`inventory`], [`plan`],
+//! [`federation`] (joins into Karmada or KubeFed) over kube; [`metal`] holds
+//! what bare-metal installs need beside the BMC. [`inventory`], [`plan`],
 //! [`context`], [`render`] and the playbook format are pure; I/O lives in
 //! transport, virt, bmc, kube, artifacts, exec and the step kinds. [`data`] is the
 //! one reader of the project's data files, [`state`] the one home of the state
@@ -23,6 +24,7 @@ pub mod facts;
 pub mod federation;
 pub mod inventory;
 pub mod kube;
+pub mod metal;
 pub mod plan;
 pub mod playbook;
 pub mod render;

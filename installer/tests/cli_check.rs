@@ -31,6 +31,10 @@ fn examples_exit_0_with_a_summary() {
         ("baremetal.yaml", "1 site, 5 nodes (3 servers, 2 agents)"),
         ("federation.yaml", "3 sites, 4 nodes (3 servers, 1 agent)"),
         ("kubefed.yaml", "2 sites, 2 nodes (2 servers, 0 agents)"),
+        (
+            "baremetal-emulated.yaml",
+            "1 site, 1 node (1 server, 0 agents)",
+        ),
     ] {
         let path = example(name);
         let out = edgeforge(&["check", "-i", path.to_str().expect("utf-8 path")]);

@@ -1,8 +1,10 @@
 //! sushy-tools, OpenStack's Redfish emulator, as the real BMC peer: a
 //! [`SushyLab`] defines "bare-metal" libvirt domains on the local libvirtd
 //! (q35, UEFI through OVMF, `<domain type='qemu'>` since nested KVM hangs
-//! guests here, 1 vCPU, 256 MiB, an empty disk and an empty CD drive; they
-//! never need to boot an OS), a storage pool for the images sushy
+//! guests here, an empty disk and an empty CD drive; by default 1 vCPU and
+//! 256 MiB with no NIC, as the Redfish suites never boot an OS, or, for the
+//! install suites, a [`MachineShape`] with a bigger disk and user-mode
+//! networking whose SSH is forwarded to a loopback port), a storage pool for the images sushy
 //! downloads, then starts `sushy-emulator` on 127.0.0.1 with the libvirt
 //! driver, a bcrypt htpasswd and optionally TLS with a certificate from a CA
 //! made for the lab. Only the lab's own domains are exposed
@@ -45,6 +47,14 @@ pub struct SushyOptions {
     pub machines: usize,
     /// Serve HTTPS with a certificate from the lab's own CA.
     pub tls: bool,
+    /// Name prefix of the domains (`<prefix>-<i>`); default `ef-bm-<tag>-<pid>`.
+    pub prefix: Option<String>,
+    /// Name of the storage pool sushy downloads images into; default `<prefix>-pool`.
+    pub pool: Option<String>,
+    /// Port sushy listens on (default: a free one).
+    pub port: Option<u16>,
+    /// Size, CPU and network of each machine.
+    pub shape: MachineShape,
 }
 
 impl Default for SushyOptions {
@@ -52,6 +62,39 @@ impl Default for SushyOptions {
         SushyOptions {
             machines: 1,
             tls: false,
+            prefix: None,
+            pool: None,
+            port: None,
+            shape: MachineShape::default(),
+        }
+    }
+}
+
+/// Size, CPU and network of a bare-metal domain.
+#[derive(Debug, Clone)]
+pub struct MachineShape {
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// vCPUs (at most 2 here: TCG guests share two cores).
+    pub vcpus: u32,
+    /// Disk size in GiB.
+    pub disk_gib: u64,
+    /// Loopback port forwarded to port 22 of machine `i` (passt user-mode
+    /// networking); no NIC for a machine without one.
+    pub ssh_ports: Vec<u16>,
+    /// Give the guest every CPU feature TCG emulates (`mode='maximum'`)
+    /// instead of the default model, as a current server CPU would.
+    pub cpu_max: bool,
+}
+
+impl Default for MachineShape {
+    fn default() -> Self {
+        MachineShape {
+            memory_mib: 256,
+            vcpus: 1,
+            disk_gib: 1,
+            ssh_ports: Vec::new(),
+            cpu_max: false,
         }
     }
 }
@@ -66,6 +109,12 @@ pub struct BareMetal {
 }
 
 impl BareMetal {
+    /// What the machine's serial console printed so far (firmware, boot loader, kernel).
+    pub fn console(&self, lab: &SushyLab) -> String {
+        std::fs::read_to_string(lab.dir().join(format!("{}.console.log", self.name)))
+            .unwrap_or_default()
+    }
+
     /// `virsh domstate`: `running`, `shut off`, ...
     pub fn domstate(&self) -> anyhow::Result<String> {
         Ok(virsh(&["domstate", &self.name])?.trim().to_string())
@@ -109,13 +158,19 @@ impl SushyLab {
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
-        let prefix = format!("ef-bm-{tag}-{}", std::process::id());
+        let prefix = opts
+            .prefix
+            .clone()
+            .unwrap_or_else(|| format!("ef-bm-{tag}-{}", std::process::id()));
         let mut lab = SushyLab {
             machines: Vec::new(),
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: opts.tls,
-            pool: format!("{prefix}-pool"),
+            pool: opts
+                .pool
+                .clone()
+                .unwrap_or_else(|| format!("{prefix}-pool")),
             dir,
         };
         let pool_dir = lab.dir.path().join("pool");
@@ -124,6 +179,8 @@ impl SushyLab {
             &pool_dir,
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
+        // A pool left over from a killed run of the same test goes first.
+        let _ = virsh(&["pool-destroy", &lab.pool]);
         virsh(&[
             "pool-create-as",
             &lab.pool,
@@ -133,14 +190,17 @@ impl SushyLab {
         ])?;
         for i in 0..opts.machines {
             let name = format!("{prefix}-{i}");
-            let machine = define_machine(lab.dir.path(), &name)?;
+            let machine = define_machine(lab.dir.path(), &name, &opts.shape, i)?;
             lab.machines.push(machine);
         }
         lab.write_credentials()?;
         if opts.tls {
             make_certificates(lab.dir.path())?;
         }
-        lab.addr = free_port()?;
+        lab.addr = match opts.port {
+            Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+            None => free_port()?,
+        };
         lab.write_config()?;
         let log = std::fs::File::create(lab.dir.path().join("sushy.log"))?;
         let child = Command::new(&sushy)
@@ -319,29 +379,52 @@ impl Drop for SushyLab {
     }
 }
 
-/// Defines one bare-metal domain with its disk and NVRAM in `dir`.
-fn define_machine(dir: &Path, name: &str) -> anyhow::Result<BareMetal> {
+/// Defines bare-metal domain number `index` with its disk and NVRAM in `dir`.
+fn define_machine(
+    dir: &Path,
+    name: &str,
+    shape: &MachineShape,
+    index: usize,
+) -> anyhow::Result<BareMetal> {
     let disk = dir.join(format!("{name}.qcow2"));
     let out = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
         .arg(&disk)
-        .arg("1G")
+        .arg(format!("{}G", shape.disk_gib))
         .output()
         .context("running qemu-img")?;
     if !out.status.success() {
         bail!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr));
     }
+    let cpu = if shape.cpu_max {
+        "  <cpu mode='maximum' check='none'/>\n"
+    } else {
+        ""
+    };
+    let nic = match shape.ssh_ports.get(index) {
+        Some(port) => format!(
+            "    <interface type='user'>\n\
+             \x20     <backend type='passt'/>\n\
+             \x20     <portForward proto='tcp' address='127.0.0.1'>\n\
+             \x20       <range start='{port}' to='22'/>\n\
+             \x20     </portForward>\n\
+             \x20     <model type='virtio'/>\n\
+             \x20   </interface>\n"
+        ),
+        None => String::new(),
+    };
     let xml = format!(
         "<domain type='qemu'>\n\
          \x20 <name>{name}</name>\n\
-         \x20 <memory unit='MiB'>256</memory>\n\
-         \x20 <vcpu>1</vcpu>\n\
+         \x20 <memory unit='MiB'>{memory}</memory>\n\
+         \x20 <vcpu>{vcpus}</vcpu>\n\
          \x20 <os>\n\
          \x20   <type arch='x86_64' machine='q35'>hvm</type>\n\
          \x20   <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\n\
          \x20   <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>{nvram}</nvram>\n\
          \x20 </os>\n\
          \x20 <features><acpi/></features>\n\
+         {cpu}\
          \x20 <devices>\n\
          \x20   <disk type='file' device='disk'>\n\
          \x20     <driver name='qemu' type='qcow2'/>\n\
@@ -354,11 +437,19 @@ fn define_machine(dir: &Path, name: &str) -> anyhow::Result<BareMetal> {
          \x20     <target dev='sdb' bus='sata'/>\n\
          \x20     <readonly/>\n\
          \x20   </disk>\n\
-         \x20   <console type='pty'/>\n\
+         {nic}\
+         \x20   <serial type='pty'>\n\
+         \x20     <log file='{console}' append='on'/>\n\
+         \x20     <target port='0'/>\n\
+         \x20   </serial>\n\
+         \x20   <console type='pty'><target type='serial' port='0'/></console>\n\
          \x20 </devices>\n\
          </domain>\n",
+        memory = shape.memory_mib,
+        vcpus = shape.vcpus,
         nvram = dir.join(format!("{name}_VARS.fd")).display(),
         disk = disk.display(),
+        console = dir.join(format!("{name}.console.log")).display(),
     );
     let file = dir.join(format!("{name}.xml"));
     std::fs::write(&file, xml)?;

@@ -14,6 +14,7 @@ fn tls_lab() -> SushyLab {
         &SushyOptions {
             machines: 1,
             tls: true,
+            ..SushyOptions::default()
         },
     )
     .unwrap_or_else(|e| panic!("starting the TLS sushy-tools lab: {e:#}"))

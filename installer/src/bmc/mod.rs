@@ -20,7 +20,7 @@ mod discovery;
 mod http;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 
@@ -131,6 +131,18 @@ impl BmcConfig {
             insecure: *insecure,
             timeouts: Timeouts::default(),
         }))
+    }
+
+    /// The warning every user of an `insecure: true` BMC prints, or `None`.
+    pub fn insecure_warning(&self) -> Option<String> {
+        self.insecure.then(|| {
+            format!(
+                "{}: TLS certificate verification is off (`insecure: true`), so anyone on \
+                 the network path can pose as this BMC; set `caFile` to the CA that signed its \
+                 certificate instead",
+                self.label()
+            )
+        })
     }
 
     /// `the BMC of node `n` (https://host:port)`, how messages name this BMC.

@@ -736,7 +736,7 @@ fn machine_settings_become_a_config_with_the_password_read() {
         password,
         ca_file: None,
         insecure: true,
-        boot_image: None,
+        install: None,
     };
     let cfg = BmcConfig::from_machine(
         "n1",

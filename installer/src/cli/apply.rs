@@ -245,6 +245,9 @@ pub(super) fn execute(
             eprintln!("note: {note}");
         }
     }
+    for warning in &prepared.warnings {
+        eprintln!("warning: {warning}");
+    }
     if prepared.spec.tasks.is_empty() {
         eprintln!("nothing to do: no task matches --limit / --shard / --layer");
         return Ok(Outcome::Success);

@@ -242,13 +242,8 @@ pub fn run(g: &GlobalOpts, cmd: BmcCommand) -> Outcome {
         }
         _ => {}
     }
-    if cfg.insecure {
-        eprintln!(
-            "warning: {}: TLS certificate verification is off (`insecure: true`), so anyone on \
-             the network path can pose as this BMC; set `caFile` to the CA that signed its \
-             certificate instead",
-            cfg.label()
-        );
+    if let Some(warning) = cfg.insecure_warning() {
+        eprintln!("warning: {warning}");
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

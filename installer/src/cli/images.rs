@@ -35,6 +35,20 @@ pub enum ImagesCommand {
     Pin(PinArgs),
     /// Build the base VM image the lab boots (debootstrap; needs root).
     BuildBase(crate::cli::lab::BuildBaseArgs),
+    /// Build the live installer ISO bare-metal installs boot (debootstrap; needs root).
+    #[command(
+        after_help = "The ISO is UEFI-bootable (grub-mkrescue), runs from memory (live-boot
+with toram) and has sshd; it holds nothing about any node: during apply,
+edgeforge adds each node's SSH host key and login key as a small second
+initrd. Cached under ~/.cache/edgeforge/live/<recipe hash>/ like the base
+image; a second call is instant. apply builds it on first use too, so this
+command is for doing it ahead of time (and in CI caches).
+
+Examples:
+  sudo edgeforge images build-live
+  sudo edgeforge images build-live --cache /var/cache/edgeforge"
+    )]
+    BuildLive(crate::cli::lab::BuildBaseArgs),
 }
 
 /// Which artifacts a command is about.
@@ -141,6 +155,9 @@ impl ImagesCommand {
         if let ImagesCommand::BuildBase(args) = &self {
             return crate::cli::lab::run_build_base(g, args);
         }
+        if let ImagesCommand::BuildLive(args) = &self {
+            return crate::cli::lab::run_build_live(g, args);
+        }
         super::finish(self.execute(g))
     }
 
@@ -195,6 +212,7 @@ impl ImagesCommand {
             }
             ImagesCommand::Pin(args) => rt.block_on(pin(g, &args)),
             ImagesCommand::BuildBase(args) => Ok(crate::cli::lab::run_build_base(g, &args)),
+            ImagesCommand::BuildLive(args) => Ok(crate::cli::lab::run_build_live(g, &args)),
         }
     }
 }

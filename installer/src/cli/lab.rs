@@ -1,5 +1,6 @@
-//! `edgeforge lab ...` and `edgeforge images build-base`: the VM lab on a
-//! libvirt host and the base image it boots.
+//! `edgeforge lab ...`, `edgeforge images build-base` and `build-live`: the
+//! VM lab on a libvirt host, the base image it boots (and bare metal gets
+//! installed with), and the live ISO bare-metal installs boot.
 //!
 //! `lab up` is `apply --layer machine` on the lab's inventory: the same
 //! executor, playbook (`playbooks/machine/libvirt.yaml`) and progress view as
@@ -53,7 +54,7 @@ pub struct UpArgs {
     pub machines: MachineArgs,
 }
 
-/// Arguments of `edgeforge images build-base`.
+/// Arguments of `edgeforge images build-base` and `build-live`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BuildBaseArgs {
     /// Debian release to debootstrap.
@@ -207,6 +208,42 @@ fn build_base(g: &GlobalOpts, args: &BuildBaseArgs) -> Result<(), Error> {
         image.size >> 20,
         image.kernel_path().display(),
         image.initrd_path().display()
+    );
+    Ok(())
+}
+
+/// Runs `edgeforge images build-live`.
+pub fn run_build_live(g: &GlobalOpts, args: &BuildBaseArgs) -> Outcome {
+    super::finish(build_live(g, args).map(|()| Outcome::Success))
+}
+
+fn build_live(g: &GlobalOpts, args: &BuildBaseArgs) -> Result<(), Error> {
+    let mut opts = BuildOptions::new(&args.release)?;
+    opts.mirror.clone_from(&args.mirror);
+    opts.data = DataDir::new(g.data_dir.as_deref());
+    if let Some(cache) = &args.cache {
+        opts.cache.clone_from(cache);
+    }
+    let quiet = g.quiet;
+    let (image, outcome) = crate::virt::liveimage::build(&opts, |line| {
+        if !quiet {
+            println!("{line}");
+        }
+    })?;
+    match outcome {
+        BuildOutcome::Cached => println!("cached: {}", image.iso_path().display()),
+        BuildOutcome::Built(t) => println!(
+            "built in {:.1}s: {}",
+            t.as_secs_f64(),
+            image.iso_path().display()
+        ),
+    }
+    println!(
+        "release {} arch {} sha256 {} ({} MiB)",
+        image.release,
+        image.arch,
+        image.sha256,
+        image.size >> 20
     );
     Ok(())
 }

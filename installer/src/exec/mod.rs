@@ -495,6 +495,7 @@ enum Held {
     Host(Arc<targets::HostLink>, Facts),
     Kube(crate::kube::KubeConn),
     Hypervisor(Arc<crate::virt::Session>),
+    Bmc(Arc<crate::bmc::RedfishClient>),
 }
 
 impl Shared {
@@ -684,11 +685,7 @@ impl Shared {
                 Held::Kube(self.targets.kube(&task.target).await?)
             }
             Target::Hypervisor(name) => Held::Hypervisor(self.targets.hypervisor(name).await?),
-            Target::Bmc(node) => {
-                return Err(TaskError::Connect(ConnectError::NotConfigured(format!(
-                    "node {node}: bare metal through Redfish is not supported by this build"
-                ))));
-            }
+            Target::Bmc(node) => Held::Bmc(self.targets.bmc(node).await?),
         };
         let (conn, facts) = match &held {
             Held::Host(link, facts) => (
@@ -700,6 +697,7 @@ impl Shared {
             ),
             Held::Kube(conn) => (Conn::Kube(conn), None),
             Held::Hypervisor(session) => (Conn::Hypervisor(session), None),
+            Held::Bmc(client) => (Conn::Bmc(client), None),
         };
         let journal = match (&self.opts.state_dir, self.opts.check) {
             (Some(dir), false) => Some(self.journal(&dir.join("journal"), &task.subject)?),

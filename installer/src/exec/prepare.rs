@@ -11,7 +11,11 @@
 //! go on as if it were done, like the plan's external dependencies. VMs the
 //! machine layer creates get their key material here (generated once into
 //! the lab's state directory) and their SSH host keys pinned: edgeforge made
-//! those keys, so it never needs to trust a first sight.
+//! those keys, so it never needs to trust a first sight. Bare metal that
+//! edgeforge installs likewise: a login key and two host keys per node (the
+//! live installer's and the installed system's), generated into
+//! `<state>/baremetal/` and pinned, and its machine task gets a
+//! [`MetalTask`] with the OS image, the live ISO and the run's media server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,9 +25,14 @@ use futures_util::future::BoxFuture;
 
 use super::targets::{ConnectError, Connector, Target};
 use super::{ExecTask, RunSpec, TaskGroup};
+use crate::bmc::{BmcConfig, RedfishClient};
 use crate::data::DataDir;
 use crate::inventory::{Inventory, Machine, NodeView, Role};
 use crate::kube::KubeConn;
+use crate::metal::keys::KeyedNode;
+use crate::metal::{
+    InstallPlan, MediaServer, MetalKeys, MetalTask, OsImage, SharedImage, SharedLive,
+};
 use crate::plan::{Action, Plan, Task};
 use crate::playbook::kinds::TaskData;
 use crate::playbook::kinds::vm::VmTask;
@@ -64,6 +73,8 @@ pub struct Prepared {
     pub connector: Arc<InventoryConnector>,
     /// Things the operator should know (left-out tasks).
     pub notes: Vec<String>,
+    /// Things the operator should worry about (a BMC whose TLS is not verified).
+    pub warnings: Vec<String>,
 }
 
 /// Why a run cannot be prepared.
@@ -93,6 +104,9 @@ pub enum PrepareError {
     /// The lab's VMs cannot be planned or their keys made.
     #[error(transparent)]
     Lab(#[from] crate::virt::lab::LabError),
+    /// A node's BMC settings (or the password they reference) cannot be used.
+    #[error(transparent)]
+    Bmc(#[from] crate::bmc::BmcError),
     /// A playbook's target does not fit the task it is used for.
     #[error("{0}")]
     Target(String),
@@ -104,6 +118,7 @@ impl PrepareError {
         match self {
             PrepareError::Lab(crate::virt::lab::LabError::Invalid(_)) => 2,
             PrepareError::Lab(_) | PrepareError::Data(_) => 1,
+            PrepareError::Bmc(e) if !e.is_input_error() => 1,
             _ => 2,
         }
     }
@@ -125,6 +140,8 @@ pub fn prepare(
     let mut left_out: BTreeMap<&'static str, usize> = BTreeMap::new();
     let vms = vm_tasks(inv, plan)?;
     let k3s_default = default_k3s_version(inv, opts.data);
+    let metal_keys = metal_keys(inv, opts)?;
+    let metal = metal_tasks(inv, plan, opts, metal_keys.as_ref())?;
 
     match &opts.adhoc {
         Some(pb) => {
@@ -215,6 +232,10 @@ pub fn prepare(
                     (_, _, crate::plan::Action::Federate { .. }) => TaskData::Federation(Arc::new(
                         crate::federation::SiteSpec::new(inv, task.site),
                     )),
+                    (Target::Bmc(_), Some(n), _) => metal
+                        .get(n.name.as_str())
+                        .map(|m| TaskData::Metal(m.clone()))
+                        .unwrap_or_default(),
                     _ => TaskData::None,
                 };
                 let group = k3s_group(task, opts.max_unavailable);
@@ -245,11 +266,17 @@ pub fn prepare(
             )
         })
         .collect();
-    let connector = InventoryConnector::new(inv, &tasks, &vms, opts)?;
+    let connector = InventoryConnector::new(inv, &tasks, &vms, metal_keys.as_ref(), opts)?;
+    let warnings = connector
+        .bmcs
+        .values()
+        .filter_map(BmcConfig::insecure_warning)
+        .collect();
     Ok(Prepared {
         spec: RunSpec { tasks },
         connector: Arc::new(connector),
         notes,
+        warnings,
     })
 }
 
@@ -400,6 +427,203 @@ fn lab_vms(
         .collect())
 }
 
+/// The key material of the inventory's bare-metal installs (every Redfish
+/// node with `machine.install`), generated once into `<state>/baremetal/`;
+/// `None` when no node is installed by edgeforge.
+fn metal_keys(
+    inv: &Inventory,
+    opts: &PrepareOptions<'_>,
+) -> Result<Option<MetalKeys>, PrepareError> {
+    let installed: Vec<NodeView<'_>> = inv
+        .nodes()
+        .filter(|v| {
+            matches!(
+                v.node.machine,
+                Machine::Redfish {
+                    install: Some(_),
+                    ..
+                }
+            )
+        })
+        .collect();
+    if installed.is_empty() {
+        return Ok(None);
+    }
+    let mut identities: Vec<&std::path::Path> = installed
+        .iter()
+        .filter_map(|v| v.ssh.identity_file.as_ref().map(|p| p.value.as_path()))
+        .collect();
+    identities.sort();
+    identities.dedup();
+    if identities.len() > 1 {
+        return Err(PrepareError::Target(format!(
+            "the nodes edgeforge installs name different identity files ({}); one login key is \
+             put into all of them, give them the same `ssh.identityFile` (or none: edgeforge \
+             then generates one)",
+            identities
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let nodes: Vec<KeyedNode> = installed
+        .iter()
+        .map(|v| KeyedNode {
+            node: v.node.name.value.clone(),
+            ssh_addr: format!("{}:{}", v.node.address.value, v.ssh_port()),
+        })
+        .collect();
+    let keys = MetalKeys::ensure(
+        &opts.state_dir.join("baremetal"),
+        identities.first().copied(),
+        &nodes,
+    )?;
+    Ok(Some(keys))
+}
+
+/// The [`MetalTask`] of every Redfish node with a machine task in the plan.
+fn metal_tasks(
+    inv: &Inventory,
+    plan: &Plan<'_>,
+    opts: &PrepareOptions<'_>,
+    keys: Option<&MetalKeys>,
+) -> Result<BTreeMap<String, Arc<MetalTask>>, PrepareError> {
+    let wanted: std::collections::BTreeSet<&str> = plan
+        .tasks()
+        .iter()
+        .filter(|t| matches!(t.action, crate::plan::Action::RedfishBoot { .. }))
+        .filter_map(|t| t.node.map(|n| n.name.as_str()))
+        .collect();
+    let mut out = BTreeMap::new();
+    let mut media: Option<Arc<MediaServer>> = None;
+    let live = Arc::new(SharedLive::new(opts.image.clone()));
+    let mut images: BTreeMap<Option<PathBuf>, Arc<SharedImage>> = BTreeMap::new();
+    for view in inv.nodes() {
+        let name = view.node.name.as_str();
+        let Machine::Redfish { install, .. } = &view.node.machine else {
+            continue;
+        };
+        if !wanted.contains(name) {
+            continue;
+        }
+        let ssh_timeout = install
+            .as_ref()
+            .and_then(|i| i.ssh_timeout)
+            .map_or(crate::metal::DEFAULT_SSH_TIMEOUT, |s| {
+                std::time::Duration::from_secs(u64::from(s))
+            });
+        let plan = match (install, keys) {
+            (Some(install), Some(keys)) => {
+                let media = match &media {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = Arc::new(media_server(inv)?);
+                        media = Some(m.clone());
+                        m
+                    }
+                };
+                let image = images
+                    .entry(install.image.clone())
+                    .or_insert_with(|| {
+                        let source = match &install.image {
+                            Some(path) => OsImage::File(path.clone()),
+                            None => OsImage::Base(opts.image.clone()),
+                        };
+                        Arc::new(SharedImage::new(source, opts.image.cache.clone()))
+                    })
+                    .clone();
+                let mut live_target = ssh_target(inv, &view, Some(keys.identity.clone()))?;
+                // The live system: root with the login key, only its own pinned host key.
+                live_target.user = "root".into();
+                live_target.passphrase = None;
+                live_target.agent = false;
+                live_target.sudo = crate::transport::SudoMode::None;
+                live_target.host_key = HostKeyCheck {
+                    pinned: None,
+                    known_hosts: vec![keys.live_known_hosts.clone()],
+                    accept_new: None,
+                };
+                Some(InstallPlan {
+                    user: view
+                        .ssh
+                        .user
+                        .as_ref()
+                        .map_or("root", |u| u.as_str())
+                        .to_string(),
+                    disk: install.disk.clone(),
+                    image,
+                    live: live.clone(),
+                    media,
+                    keys: keys.clone(),
+                    live_target,
+                    media_dir: opts.state_dir.join("baremetal").join("media"),
+                })
+            }
+            _ => None,
+        };
+        out.insert(
+            name.to_string(),
+            Arc::new(MetalTask {
+                node: name.to_string(),
+                ssh_timeout,
+                install: plan,
+            }),
+        );
+    }
+    Ok(out)
+}
+
+/// The run's media server, from the inventory's `mediaServer`.
+fn media_server(inv: &Inventory) -> Result<MediaServer, PrepareError> {
+    let settings = inv.media_server.as_ref().ok_or_else(|| {
+        PrepareError::Target(
+            "a node is to be installed, but the inventory has no `mediaServer` to serve the \
+             live ISO to its BMC from; add `mediaServer: {listen: ADDRESS:PORT}` with an address \
+             of this machine that the BMCs can reach"
+                .into(),
+        )
+    })?;
+    let listen = settings.listen.value.parse().map_err(|_| {
+        PrepareError::Target(format!(
+            "line {}: `mediaServer.listen` `{}` is not an `address:port`",
+            settings.listen.line, settings.listen.value
+        ))
+    })?;
+    Ok(MediaServer::new(
+        listen,
+        settings.url.as_ref().map(|u| u.value.clone()),
+    ))
+}
+
+/// The SSH target of a node as the inventory describes it (with `identity`
+/// as its identity file when edgeforge generated the login key).
+fn ssh_target(
+    inv: &Inventory,
+    view: &NodeView<'_>,
+    identity: Option<PathBuf>,
+) -> Result<SshTarget, PrepareError> {
+    let jumps = |name: &str| {
+        inv.jump_host(name)
+            .map(|jh| (jh.address.value.clone(), inv.jump_host_ssh(jh)))
+    };
+    let mut settings = view.ssh.clone();
+    settings.port = Some(view.ssh_port());
+    if let Some(identity) = identity {
+        settings.identity_file = Some(crate::inventory::Sp::new(identity));
+    }
+    SshTarget::from_settings(
+        view.node.address.as_str(),
+        &settings,
+        &jumps,
+        &crate::state::root(),
+    )
+    .map_err(|source| PrepareError::Ssh {
+        node: view.node.name.value.clone(),
+        source,
+    })
+}
+
 /// Where a cluster or federation API client comes from.
 #[derive(Debug, Clone)]
 struct KubeSource {
@@ -417,10 +641,11 @@ struct HypervisorSpec {
     pool_path: String,
 }
 
-/// The production [`Connector`]: SSH targets, kubeconfigs and hypervisors
-/// resolved from the inventory before any target is touched.
+/// The production [`Connector`]: SSH targets, kubeconfigs, hypervisors and
+/// BMCs (passwords read) resolved from the inventory before any target is touched.
 pub struct InventoryConnector {
     ssh: BTreeMap<String, SshTarget>,
+    bmcs: BTreeMap<String, BmcConfig>,
     kube: BTreeMap<Target, KubeSource>,
     hypervisors: BTreeMap<String, HypervisorSpec>,
     data: DataDir,
@@ -432,34 +657,42 @@ impl InventoryConnector {
         inv: &Inventory,
         tasks: &[ExecTask],
         vms: &BTreeMap<String, Arc<VmTask>>,
+        metal_keys: Option<&MetalKeys>,
         opts: &PrepareOptions<'_>,
     ) -> Result<InventoryConnector, PrepareError> {
-        let jumps = |name: &str| {
-            inv.jump_host(name)
-                .map(|jh| (jh.address.value.clone(), inv.jump_host_ssh(jh)))
-        };
         let hosts: std::collections::BTreeSet<&str> =
             tasks.iter().filter_map(|t| t.node.as_deref()).collect();
-        let state = crate::state::root();
         let mut ssh = BTreeMap::new();
         for view in inv.nodes() {
             let name = view.node.name.as_str();
             if !hosts.contains(name) {
                 continue;
             }
-            let mut settings = view.ssh.clone();
-            settings.port = Some(view.ssh_port());
             let vm = vms.get(name);
-            if let Some(vm) = vm {
-                // The lab's login key, which edgeforge generated and put into the VM.
-                settings.identity_file = Some(crate::inventory::Sp::new(vm.keys.identity.clone()));
+            let metal = match (&view.node.machine, metal_keys) {
+                (
+                    Machine::Redfish {
+                        install: Some(_), ..
+                    },
+                    Some(keys),
+                ) => Some(keys),
+                _ => None,
+            };
+            // The login key edgeforge generated and put into the VM or the
+            // installed machine.
+            let identity = vm
+                .map(|vm| vm.keys.identity.clone())
+                .or_else(|| metal.map(|k| k.identity.clone()));
+            let mut target = ssh_target(inv, &view, identity)?;
+            if let Some(keys) = metal {
+                // edgeforge installed this machine with its own host key: only
+                // that key is accepted.
+                target.host_key = HostKeyCheck {
+                    pinned: None,
+                    known_hosts: vec![keys.known_hosts.clone()],
+                    accept_new: None,
+                };
             }
-            let mut target =
-                SshTarget::from_settings(view.node.address.as_str(), &settings, &jumps, &state)
-                    .map_err(|source| PrepareError::Ssh {
-                        node: name.to_string(),
-                        source,
-                    })?;
             if let Some(vm) = vm {
                 // edgeforge generated this VM's host key: only that key is accepted.
                 target.host_key = HostKeyCheck {
@@ -471,6 +704,16 @@ impl InventoryConnector {
             ssh.insert(name.to_string(), target);
         }
         let mut kube = BTreeMap::new();
+        let mut bmcs = BTreeMap::new();
+        for t in tasks {
+            if let Target::Bmc(node) = &t.target
+                && !bmcs.contains_key(node)
+                && let Some(view) = inv.nodes().find(|v| v.node.name.as_str() == node)
+                && let Some(cfg) = BmcConfig::from_machine(node, &view.node.machine)?
+            {
+                bmcs.insert(node.clone(), cfg);
+            }
+        }
         // Every site's cluster, not only those of `target: cluster` tasks:
         // host tasks reach it too (`Reach::site_cluster`), e.g. a node's k3s
         // task waiting for its Node once the first server wrote the kubeconfig.
@@ -529,6 +772,7 @@ impl InventoryConnector {
             .collect();
         Ok(InventoryConnector {
             ssh,
+            bmcs,
             kube,
             hypervisors,
             data: opts.data.clone(),
@@ -580,6 +824,22 @@ impl Connector for InventoryConnector {
                 ),
                 source: e,
             })
+        })
+    }
+
+    fn bmc<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Arc<RedfishClient>, ConnectError>> {
+        Box::pin(async move {
+            let cfg = self.bmcs.get(node).ok_or_else(|| {
+                ConnectError::NotConfigured(format!(
+                    "node {node} has no `machine: {{type: redfish}}` BMC settings"
+                ))
+            })?;
+            let client = RedfishClient::new(cfg)?;
+            if let Err(e) = client.login().await {
+                let _ = client.logout().await;
+                return Err(e.into());
+            }
+            Ok(Arc::new(client))
         })
     }
 

@@ -7,8 +7,11 @@
 //! [`Targets`] opens each target lazily, when the first task that needs it
 //! starts, and keeps it for the whole run: one SSH connection and one facts
 //! round trip per host, one API client per cluster, one session per
-//! hypervisor. A host's connection is closed when its last task ends, so a
-//! run over thousands of hosts holds only the connections it is using.
+//! hypervisor, one logged-in Redfish client per BMC. A host's connection is
+//! closed when its last task ends, so a run over thousands of hosts holds
+//! only the connections it is using; BMC sessions are logged out at the end
+//! of the run ([`Targets::close_all`]), which the executor reaches on
+//! success, failure and Ctrl-C alike.
 //! [`HostLink`] is a host's connection as steps see it: a step that reboots
 //! the host or waits out an sshd restart reconnects it, and later steps use
 //! the new connection without knowing. Facts are not gathered again after a
@@ -24,6 +27,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
+use crate::bmc::{BmcError, RedfishClient};
 use crate::facts::{self, Facts, FactsError};
 use crate::kube::KubeConn;
 use crate::playbook::TargetKind;
@@ -31,6 +35,9 @@ use crate::transport::{
     ExecOutput, ExecRequest, PutOutcome, PutRequest, Transport, TransportError,
 };
 use crate::virt::Session;
+
+/// How long the end of a run waits for one BMC to close its session.
+const BMC_LOGOUT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What one task runs against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -96,6 +103,9 @@ pub enum ConnectError {
     /// libvirt could not be reached.
     #[error(transparent)]
     Hypervisor(#[from] crate::virt::VirtError),
+    /// The BMC could not be reached or refused the login.
+    #[error(transparent)]
+    Bmc(#[from] BmcError),
     /// The inventory does not say how to reach this target.
     #[error("{0}")]
     NotConfigured(String),
@@ -111,6 +121,15 @@ pub trait Connector: Send + Sync {
     /// Opens the session of hypervisor `name`.
     fn hypervisor<'a>(&'a self, name: &'a str)
     -> BoxFuture<'a, Result<Arc<Session>, ConnectError>>;
+    /// Creates the Redfish client of `node`'s BMC and logs in (by default
+    /// there is none: connectors of runs without bare metal need not say so).
+    fn bmc<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Arc<RedfishClient>, ConnectError>> {
+        Box::pin(async move {
+            Err(ConnectError::NotConfigured(format!(
+                "node {node}: no BMC can be reached in this run"
+            )))
+        })
+    }
 }
 
 /// A host's connection as steps see it; [`HostLink::replace`] swaps in a new one.
@@ -182,6 +201,7 @@ pub struct Targets {
     hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
     kubes: Mutex<HashMap<Target, Arc<OnceCell<KubeConn>>>>,
     hypervisors: Mutex<HashMap<String, Arc<OnceCell<Arc<Session>>>>>,
+    bmcs: Mutex<HashMap<String, Arc<OnceCell<Arc<RedfishClient>>>>>,
     /// Connections opened so far (for the summary, and tests).
     pub opened: AtomicUsize,
 }
@@ -208,6 +228,7 @@ impl Targets {
             hosts: Mutex::new(hosts),
             kubes: Mutex::new(HashMap::new()),
             hypervisors: Mutex::new(HashMap::new()),
+            bmcs: Mutex::new(HashMap::new()),
             opened: AtomicUsize::new(0),
         }
     }
@@ -308,8 +329,39 @@ impl Targets {
             .cloned()
     }
 
-    /// Closes every connection still open (end of run).
+    /// The logged-in Redfish client of `node`'s BMC.
+    pub async fn bmc(&self, node: &str) -> Result<Arc<RedfishClient>, ConnectError> {
+        let cell = self
+            .bmcs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.to_owned())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async {
+            let client = self.connector.bmc(node).await?;
+            self.opened.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, ConnectError>(client)
+        })
+        .await
+        .cloned()
+    }
+
+    /// Closes every connection still open and logs out of every BMC (end of
+    /// run). Logouts run at once, each bounded, so a BMC that stopped
+    /// answering delays the end of the run by seconds, not minutes.
     pub async fn close_all(&self) {
+        let bmcs: Vec<Arc<RedfishClient>> = self
+            .bmcs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|cell| cell.get().cloned())
+            .collect();
+        futures_util::future::join_all(bmcs.iter().map(|c| async move {
+            let _ = tokio::time::timeout(BMC_LOGOUT_LIMIT, c.logout()).await;
+        }))
+        .await;
         let slots: Vec<Arc<HostSlot>> = self
             .hosts
             .lock()

@@ -197,7 +197,10 @@ fn resolve_paths(inv: &mut Inventory, base: &Path) {
             fix_ssh(&mut node.ssh);
             fix_token(&mut node.k3s.token);
             if let Machine::Redfish {
-                password, ca_file, ..
+                password,
+                ca_file,
+                install,
+                ..
             } = &mut node.machine
             {
                 if let SecretRef::File(f) = password {
@@ -205,6 +208,9 @@ fn resolve_paths(inv: &mut Inventory, base: &Path) {
                 }
                 if let Some(ca) = ca_file {
                     fix(ca);
+                }
+                if let Some(image) = install.as_mut().and_then(|i| i.image.as_mut()) {
+                    fix(image);
                 }
             }
         }

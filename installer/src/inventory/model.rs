@@ -46,6 +46,9 @@ pub struct Inventory {
     /// The host every new cluster registers into.
     #[serde(default)]
     pub federation: Federation,
+    /// Where install media is served to BMCs (bare-metal installs).
+    #[serde(default)]
+    pub media_server: Option<MediaServer>,
     /// The edge sites, each with one cluster.
     pub sites: Vec<Site>,
 }
@@ -643,10 +646,48 @@ pub enum Machine {
         /// Prefer `caFile`; edgeforge warns every time it is used.
         #[serde(default)]
         insecure: bool,
-        /// Install media URL booted as virtual media, if the OS is to be installed.
+        /// Install an OS on the machine's disk through edgeforge's live ISO
+        /// (absent: the machine already has its OS and is only powered on).
         #[serde(default)]
-        boot_image: Option<String>,
+        install: Option<MetalInstall>,
     },
+}
+
+/// How edgeforge installs a bare-metal machine: the live ISO (`edgeforge
+/// images build-live`) booted as virtual media, the OS image streamed to the
+/// disk over SSH, then the machine booted from that disk.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetalInstall {
+    /// The disk the OS goes onto, as the live system names it (`/dev/sda`,
+    /// `/dev/nvme0n1`, `/dev/disk/by-path/...`); default: the machine's only
+    /// fixed disk. Everything on it is erased.
+    #[serde(default)]
+    pub disk: Option<String>,
+    /// The OS image to write: a qcow2 or raw root filesystem image laid out
+    /// like edgeforge's base image; resolved like `identityFile`. Default: the
+    /// base image (`edgeforge images build-base`).
+    #[serde(default)]
+    pub image: Option<PathBuf>,
+    /// Seconds to wait for the live system, and later the installed system,
+    /// to answer SSH after power-on (default 1200; servers can take minutes
+    /// to get through their firmware).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub ssh_timeout: Option<u32>,
+}
+
+/// Where edgeforge serves install media (the live ISO) to BMCs during `apply`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MediaServer {
+    /// `address:port` on this machine to listen on: an address the BMCs can
+    /// reach (port 0 picks a free one).
+    pub listen: Sp<String>,
+    /// The base URL BMCs use to reach it, when that differs from
+    /// `http://<listen>` (NAT, a DNS name); default `http://<listen>`.
+    #[serde(default)]
+    pub url: Option<Sp<String>>,
 }
 
 /// A value with the position it was read from (1-based line and column;

@@ -38,6 +38,7 @@ pub(crate) fn check_meaning(root: &Node, base_dir: &Path, diags: &mut Diagnostic
         endpoints: HashMap::new(),
         forward_ports: HashMap::new(),
         cluster_addresses: HashMap::new(),
+        media_server: root.get("mediaServer").is_some(),
     };
     c.api_version(root);
     c.hypervisors(root.get("hypervisors"));
@@ -46,6 +47,9 @@ pub(crate) fn check_meaning(root: &Node, base_dir: &Path, diags: &mut Diagnostic
         c.defaults(defaults);
     }
     c.federation(root.get("federation"));
+    if let Some(media) = root.get("mediaServer") {
+        c.media_server(media);
+    }
     c.jump_cycles();
     let empty = Node::null();
     let inventory_ssh = root
@@ -172,6 +176,8 @@ struct Checker<'a> {
     node_names: HashMap<String, (u32, u32)>,
     /// (jump chain, address, port) → node name and position, for duplicates.
     endpoints: HashMap<(Vec<String>, String, u16), (String, u32)>,
+    /// The inventory has a `mediaServer` (bare-metal installs need one).
+    media_server: bool,
     /// (hypervisor, forwarded port) → line of the first node using it.
     forward_ports: HashMap<(String, i128), u32>,
     /// (hypervisor, cluster address) → line of the first node using it.
@@ -702,8 +708,8 @@ impl Checker<'_> {
                 if let Some(endpoint) = machine.get("endpoint") {
                     self.url(endpoint, "The Redfish `endpoint`");
                 }
-                if let Some(image) = machine.get("bootImage") {
-                    self.url(image, "`bootImage`");
+                if let Some(install) = machine.get("install") {
+                    self.metal_install(install);
                 }
                 if let Some(user) = machine.get("username")
                     && user.as_str().is_some_and(str::is_empty)
@@ -1313,6 +1319,57 @@ impl Checker<'_> {
                 format!("`uri` `{text}` is not a libvirt URI."),
                 "Use `qemu:///system` for this machine or `qemu+ssh://user@host/system` for another.",
             );
+        }
+    }
+
+    /// Checks a Redfish node's `install`: the disk is a device path, the image exists.
+    fn metal_install(&mut self, install: &Node) {
+        if !self.media_server {
+            self.diags.error(
+                install.at(),
+                "This node is to be installed, but the inventory has no `mediaServer` to serve \
+                 the live ISO to its BMC from."
+                    .into(),
+                "Add `mediaServer: {listen: ADDRESS:PORT}` at the top level, with an address of \
+                 this machine that the BMCs can reach.",
+            );
+        }
+        if let Some(disk) = install.get("disk")
+            && let Some(text) = disk.as_str()
+            && !(text.starts_with("/dev/") && text.len() > 5 && !text.contains(char::is_whitespace))
+        {
+            self.diags.error(
+                disk.at(),
+                format!("`disk` `{text}` is not a device path."),
+                "Write the disk as the live system names it, e.g. `/dev/sda`, `/dev/nvme0n1` or \
+                 `/dev/disk/by-path/...`, or leave it out for the machine's only fixed disk.",
+            );
+        }
+        if let Some(image) = install.get("image") {
+            self.must_exist(
+                image,
+                "The OS image `image`",
+                "Point it at a qcow2 or raw root filesystem image, or leave it out to install \
+                 edgeforge's base image.",
+            );
+        }
+    }
+
+    /// Checks `mediaServer`: `listen` is `address:port`, `url` an http(s) URL.
+    fn media_server(&mut self, media: &Node) {
+        if let Some(listen) = media.get("listen")
+            && let Some(text) = listen.as_str()
+            && text.parse::<std::net::SocketAddr>().is_err()
+        {
+            self.diags.error(
+                listen.at(),
+                format!("`listen` `{text}` is not an `address:port`."),
+                "Write the address of this machine that the BMCs can reach and a port, e.g. \
+                 `10.20.0.1:8088` (`[fd00::1]:8088` for IPv6; port 0 picks a free one).",
+            );
+        }
+        if let Some(url) = media.get("url") {
+            self.url(url, "The media server `url`");
         }
     }
 

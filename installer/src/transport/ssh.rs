@@ -199,6 +199,78 @@ impl SshTransport {
         }
     }
 
+    /// Runs `script` (as the connecting user) on its own exec channel with
+    /// `input` streamed to its standard input until EOF: bulk data that goes
+    /// into a command rather than a file, like a disk image into `zstd -d`.
+    /// Its output is collected meanwhile; the whole run is bounded by `timeout`.
+    pub async fn exec_streamed(
+        &self,
+        script: &str,
+        input: impl AsyncRead + Unpin + Send,
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, TransportError> {
+        let _slot = self
+            .one_off
+            .acquire()
+            .await
+            .map_err(|_| TransportError::Other("transport closed".into()))?;
+        let run = async {
+            let channel = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| self.lost(e))?;
+            channel
+                .exec(true, script.to_string())
+                .await
+                .map_err(|e| self.lost(e))?;
+            let (mut read, write) = channel.split();
+            let send = async {
+                write.data(input).await.map_err(|e| self.lost(e))?;
+                write.eof().await.map_err(|e| self.lost(e))
+            };
+            let receive = async {
+                let mut out = ExecOutput::default();
+                let mut status = None;
+                while let Some(msg) = read.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                        ChannelMsg::ExtendedData { data, .. } => {
+                            out.stderr.extend_from_slice(&data);
+                        }
+                        ChannelMsg::ExitStatus { exit_status } => {
+                            status = Some(i32::try_from(exit_status).unwrap_or(255));
+                        }
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            status = Some(128 + signal_number(&signal_name));
+                        }
+                        ChannelMsg::Close => break,
+                        _ => {}
+                    }
+                }
+                (out, status)
+            };
+            let (sent, (mut out, status)) = tokio::join!(send, receive);
+            // A command that exits early stops reading: its status says why,
+            // better than the broken send.
+            match status {
+                Some(status) => {
+                    out.status = status;
+                    Ok(out)
+                }
+                None => Err(sent.err().unwrap_or_else(|| TransportError::Connect {
+                    host: self.label.clone(),
+                    reason:
+                        "the command's channel closed without an exit status (connection lost?)"
+                            .into(),
+                })),
+            }
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))?
+    }
+
     /// `user@host:port` of this connection.
     pub fn label(&self) -> &str {
         &self.label

@@ -119,9 +119,9 @@ pub enum BuildOutcome {
 pub enum BaseImageError {
     /// Not running as root.
     #[error(
-        "building the base image needs root (debootstrap and chroot); run `sudo edgeforge images build-base`"
+        "building the {0} image needs root (debootstrap and chroot); run `sudo edgeforge images build-{0}`"
     )]
-    NotRoot,
+    NotRoot(&'static str),
     /// A required tool is not installed.
     #[error("`{tool}` is not installed; install it with `apt-get install {package}`")]
     MissingTool {
@@ -187,22 +187,16 @@ pub fn build(
     if let Some(image) = cached(opts, &key)? {
         return Ok((image, BuildOutcome::Cached));
     }
-    if !is_root()? {
-        return Err(BaseImageError::NotRoot);
-    }
-    if opts.arch != "amd64" {
-        return Err(BaseImageError::UnsupportedArch(opts.arch.clone()));
-    }
-    for (tool, package) in [
-        ("debootstrap", "debootstrap"),
-        ("mke2fs", "e2fsprogs"),
-        ("qemu-img", "qemu-utils"),
-        ("chroot", "coreutils"),
-    ] {
-        if which(tool).is_none() {
-            return Err(BaseImageError::MissingTool { tool, package });
-        }
-    }
+    preflight(
+        opts,
+        "base",
+        &[
+            ("debootstrap", "debootstrap"),
+            ("mke2fs", "e2fsprogs"),
+            ("qemu-img", "qemu-utils"),
+            ("chroot", "coreutils"),
+        ],
+    )?;
     let started = Instant::now();
     let base = opts.cache.join("base");
     let work = base.join(format!(".build-{key}-{}", std::process::id()));
@@ -210,6 +204,26 @@ pub fn build(
     cleanup_work_dir(&work);
     let image = result?;
     Ok((image, BuildOutcome::Built(started.elapsed())))
+}
+
+/// Checks what every image build needs: root, amd64 and the tools (program, package).
+pub(super) fn preflight(
+    opts: &BuildOptions,
+    image: &'static str,
+    tools: &[(&'static str, &'static str)],
+) -> Result<(), BaseImageError> {
+    if !is_root()? {
+        return Err(BaseImageError::NotRoot(image));
+    }
+    if opts.arch != "amd64" {
+        return Err(BaseImageError::UnsupportedArch(opts.arch.clone()));
+    }
+    for &(tool, package) in tools {
+        if which(tool).is_none() {
+            return Err(BaseImageError::MissingTool { tool, package });
+        }
+    }
+    Ok(())
 }
 
 /// The image already built for these options, if the cache has it.
@@ -234,17 +248,23 @@ pub struct Recipe {
 impl Recipe {
     /// Reads `images/base/` from the data directory.
     pub fn load(data: &DataDir) -> Result<Recipe, BaseImageError> {
+        Recipe::load_dir(data, "images/base")
+    }
+
+    /// Reads the recipe in `dir` (e.g. `images/live`) from the data directory.
+    pub fn load_dir(data: &DataDir, dir: &str) -> Result<Recipe, BaseImageError> {
         let mut files = Vec::new();
-        for rel in data.list("images/base")? {
+        let prefix = format!("{dir}/");
+        for rel in data.list(dir)? {
             let bytes = data.read(&rel)?;
-            if let Some(path) = rel.strip_prefix("images/base/") {
+            if let Some(path) = rel.strip_prefix(&prefix) {
                 files.push((path.to_string(), bytes));
             }
         }
         files.sort();
         if !files.iter().any(|(p, _)| p == "packages.txt") {
             return Err(BaseImageError::NoRecipe(format!(
-                "images/base in {}",
+                "{dir} in {}",
                 data.describe()
             )));
         }
@@ -280,7 +300,8 @@ impl Recipe {
             .unwrap_or_default()
     }
 
-    fn file(&self, path: &str) -> Option<&[u8]> {
+    /// The recipe file at `path` (relative to the recipe directory).
+    pub fn file(&self, path: &str) -> Option<&[u8]> {
         self.files
             .iter()
             .find(|(p, _)| p == path)
@@ -342,82 +363,8 @@ fn build_into(
             started.elapsed().as_secs_f64()
         ));
     };
-
-    // debootstrap installs only the minimal base; the package list goes in
-    // with apt inside the chroot, which resolves and configures a deep
-    // dependency tree (cloud-init's python3 stack) reliably, where
-    // `debootstrap --include` does not.
-    step(
-        progress,
-        &format!("debootstrap {} ({})", opts.release, opts.mirror),
-    );
-    let debootstrap = run(
-        Command::new("debootstrap")
-            .arg("--variant=minbase")
-            .arg(format!("--arch={}", opts.arch))
-            .arg(format!("--cache-dir={}", debs.display()))
-            .arg(&opts.release)
-            .arg(&rootfs)
-            .arg(&opts.mirror),
-        &log,
-    );
-    if debootstrap.is_err() {
-        append_log(&log, &rootfs.join("debootstrap/debootstrap.log"));
-    }
-    debootstrap?;
-
-    step(progress, "apt-get install (chroot): packages.txt");
-    let resolv = rootfs.join("etc/resolv.conf");
-    let _ = fs::remove_file(&resolv);
-    fs::copy("/etc/resolv.conf", &resolv)
-        .map_err(io_err("copying the host's resolver config to", &resolv))?;
-    // No service may start inside the build chroot.
-    let policy = rootfs.join("usr/sbin/policy-rc.d");
-    fs::write(&policy, "#!/bin/sh\nexit 101\n").map_err(io_err("writing", &policy))?;
-    fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(io_err("writing", &policy))?;
-    run(
-        Command::new("chroot")
-            .arg(&rootfs)
-            .args(["apt-get", "-q", "update"]),
-        &log,
-    )?;
-    // Packages downloaded by earlier builds are reused, and this build's
-    // downloads are kept for the next one.
-    let archives = rootfs.join("var/cache/apt/archives");
-    copy_debs(&debs, &archives);
-    run(
-        Command::new("chroot")
-            .arg(&rootfs)
-            .args(["apt-get", "-q", "-y", "--no-install-recommends", "install"])
-            .args(recipe.packages())
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        &log,
-    )?;
-    fs::remove_file(&policy).map_err(io_err("removing", &policy))?;
-    copy_debs(&archives, &debs);
-
-    step(progress, "overlay and configure.sh (chroot)");
-    for (path, data) in &recipe.files {
-        if let Some(rel) = path.strip_prefix("overlay/") {
-            let dest = rootfs.join(rel);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
-            }
-            fs::write(&dest, data).map_err(io_err("writing", &dest))?;
-        }
-    }
-    let script = rootfs.join("edgeforge-configure.sh");
-    fs::write(&script, recipe.file("configure.sh").unwrap_or_default())
-        .map_err(io_err("writing", &script))?;
-    run(
-        Command::new("chroot")
-            .arg(&rootfs)
-            .args(["/bin/sh", "/edgeforge-configure.sh"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        &log,
-    )?;
-    fs::remove_file(&script).map_err(io_err("removing", &script))?;
+    let mut announce = |what: &str| step(progress, what);
+    bootstrap_rootfs(opts, recipe, &rootfs, &debs, &log, &mut announce)?;
 
     step(progress, "kernel and initrd");
     copy_boot_file(&rootfs, "vmlinuz-", &out.join(KERNEL_FILE))?;
@@ -479,8 +426,101 @@ fn build_into(
     Ok(image)
 }
 
+/// debootstrap (minbase) into `rootfs`, the recipe's packages with apt inside
+/// it (downloads shared through `debs`), then its overlay and its
+/// configure.sh in a chroot; `step` hears each phase. Shared by the base and
+/// the live image.
+pub(super) fn bootstrap_rootfs(
+    opts: &BuildOptions,
+    recipe: &Recipe,
+    rootfs: &Path,
+    debs: &Path,
+    log: &Path,
+    step: &mut dyn FnMut(&str),
+) -> Result<(), BaseImageError> {
+    let io_err = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| BaseImageError::Io { what, path, source }
+    };
+
+    // debootstrap installs only the minimal base; the package list goes in
+    // with apt inside the chroot, which resolves and configures a deep
+    // dependency tree (cloud-init's python3 stack) reliably, where
+    // `debootstrap --include` does not.
+    step(&format!("debootstrap {} ({})", opts.release, opts.mirror));
+    let debootstrap = run(
+        Command::new("debootstrap")
+            .arg("--variant=minbase")
+            .arg(format!("--arch={}", opts.arch))
+            .arg(format!("--cache-dir={}", debs.display()))
+            .arg(&opts.release)
+            .arg(rootfs)
+            .arg(&opts.mirror),
+        log,
+    );
+    if debootstrap.is_err() {
+        append_log(log, &rootfs.join("debootstrap/debootstrap.log"));
+    }
+    debootstrap?;
+
+    step("apt-get install (chroot): packages.txt");
+    let resolv = rootfs.join("etc/resolv.conf");
+    let _ = fs::remove_file(&resolv);
+    fs::copy("/etc/resolv.conf", &resolv)
+        .map_err(io_err("copying the host's resolver config to", &resolv))?;
+    // No service may start inside the build chroot.
+    let policy = rootfs.join("usr/sbin/policy-rc.d");
+    fs::write(&policy, "#!/bin/sh\nexit 101\n").map_err(io_err("writing", &policy))?;
+    fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(io_err("writing", &policy))?;
+    run(
+        Command::new("chroot")
+            .arg(rootfs)
+            .args(["apt-get", "-q", "update"]),
+        log,
+    )?;
+    // Packages downloaded by earlier builds are reused, and this build's
+    // downloads are kept for the next one.
+    let archives = rootfs.join("var/cache/apt/archives");
+    copy_debs(debs, &archives);
+    run(
+        Command::new("chroot")
+            .arg(rootfs)
+            .args(["apt-get", "-q", "-y", "--no-install-recommends", "install"])
+            .args(recipe.packages())
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        log,
+    )?;
+    fs::remove_file(&policy).map_err(io_err("removing", &policy))?;
+    copy_debs(&archives, debs);
+
+    step("overlay and configure.sh (chroot)");
+    for (path, data) in &recipe.files {
+        if let Some(rel) = path.strip_prefix("overlay/") {
+            let dest = rootfs.join(rel);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+            }
+            fs::write(&dest, data).map_err(io_err("writing", &dest))?;
+        }
+    }
+    let script = rootfs.join("edgeforge-configure.sh");
+    fs::write(&script, recipe.file("configure.sh").unwrap_or_default())
+        .map_err(io_err("writing", &script))?;
+    run(
+        Command::new("chroot")
+            .arg(rootfs)
+            .args(["/bin/sh", "/edgeforge-configure.sh"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        log,
+    )?;
+    fs::remove_file(&script).map_err(io_err("removing", &script))?;
+
+    Ok(())
+}
+
 /// Runs a command with its output appended to `log`.
-fn run(cmd: &mut Command, log: &Path) -> Result<(), BaseImageError> {
+pub(super) fn run(cmd: &mut Command, log: &Path) -> Result<(), BaseImageError> {
     let io_err = |source| BaseImageError::Io {
         what: "writing the build log",
         path: log.to_owned(),
@@ -543,7 +583,11 @@ fn append_log(log: &Path, extra: &Path) {
     }
 }
 
-fn copy_boot_file(rootfs: &Path, prefix: &str, dest: &Path) -> Result<(), BaseImageError> {
+pub(super) fn copy_boot_file(
+    rootfs: &Path,
+    prefix: &str,
+    dest: &Path,
+) -> Result<(), BaseImageError> {
     let boot = rootfs.join("boot");
     let mut found: Vec<PathBuf> = fs::read_dir(&boot)
         .map_err(|source| BaseImageError::Io {
@@ -571,7 +615,7 @@ fn copy_boot_file(rootfs: &Path, prefix: &str, dest: &Path) -> Result<(), BaseIm
     Ok(())
 }
 
-fn dir_size(dir: &Path) -> u64 {
+pub(super) fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
@@ -587,7 +631,7 @@ fn dir_size(dir: &Path) -> u64 {
 
 /// Removes a build directory, first unmounting anything debootstrap left
 /// mounted inside it so the removal never walks into /proc or /sys.
-fn cleanup_work_dir(work: &Path) {
+pub(super) fn cleanup_work_dir(work: &Path) {
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
     let mut inside: Vec<&str> = mounts
         .lines()
@@ -618,7 +662,7 @@ fn is_root() -> Result<bool, BaseImageError> {
         })
 }
 
-fn host_arch() -> Result<&'static str, BaseImageError> {
+pub(super) fn host_arch() -> Result<&'static str, BaseImageError> {
     match std::env::consts::ARCH {
         "x86_64" => Ok("amd64"),
         "aarch64" => Ok("arm64"),

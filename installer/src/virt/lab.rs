@@ -439,13 +439,13 @@ pub async fn down(
     Ok(out)
 }
 
-fn pub_path(key: &Path) -> PathBuf {
+pub(crate) fn pub_path(key: &Path) -> PathBuf {
     let mut s = key.as_os_str().to_owned();
     s.push(".pub");
     PathBuf::from(s)
 }
 
-fn read_key(path: &Path) -> Result<String, LabError> {
+pub(crate) fn read_key(path: &Path) -> Result<String, LabError> {
     std::fs::read_to_string(path).map_err(|source| LabError::Keys {
         what: "reading the key".into(),
         path: path.to_owned(),
@@ -454,7 +454,7 @@ fn read_key(path: &Path) -> Result<String, LabError> {
 }
 
 /// Generates an ed25519 key pair with ssh-keygen unless `path` exists.
-fn ensure_keypair(path: &Path, comment: &str) -> Result<(), LabError> {
+pub(crate) fn ensure_keypair(path: &Path, comment: &str) -> Result<(), LabError> {
     if path.is_file() && pub_path(path).is_file() {
         return Ok(());
     }

@@ -14,7 +14,8 @@
 mod accel;
 pub mod baseimage;
 pub mod lab;
-mod seed;
+pub mod liveimage;
+pub mod seed;
 mod session;
 
 use std::path::{Path, PathBuf};

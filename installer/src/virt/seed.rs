@@ -1,7 +1,8 @@
 //! The cloud-init NoCloud seed: user-data, meta-data and network-config
 //! rendered from templates/libvirt/ into a small FAT image labelled
 //! `cidata`, built with mtools (no mount, no root). The backend uploads it
-//! as a volume, so it works the same on a remote hypervisor.
+//! as a volume, so it works the same on a remote hypervisor. The bare-metal
+//! installer writes the same files into the installed system's seed directory.
 
 use std::path::Path;
 use std::process::Command;
@@ -30,21 +31,37 @@ pub struct SeedSpec {
     pub cluster: Option<super::ClusterNic>,
 }
 
+/// The seed's files (name, content) rendered from `templates/libvirt/`:
+/// what a NoCloud datasource reads, from a `cidata` volume or a seed directory.
+pub fn render_files(
+    templates: &Renderer,
+    spec: &SeedSpec,
+) -> Result<Vec<(&'static str, String)>, crate::render::RenderError> {
+    let ctx = serde_json::to_value(spec).unwrap_or_default();
+    ["user-data", "meta-data", "network-config"]
+        .into_iter()
+        .map(|name| {
+            Ok((
+                name,
+                templates.render(&format!("libvirt/{name}.tera"), &ctx)?,
+            ))
+        })
+        .collect()
+}
+
 /// Renders the seed files and packs them into a FAT image (kept in a temp
 /// file that disappears when dropped).
 pub(super) fn build(
     templates: &Renderer,
     spec: &SeedSpec,
 ) -> Result<tempfile::NamedTempFile, VirtError> {
-    let ctx = serde_json::to_value(spec).unwrap_or_default();
     let dir = tempfile::tempdir().map_err(|source| VirtError::Io {
         what: "creating a temporary directory in",
         path: std::env::temp_dir(),
         source,
     })?;
     let mut names = Vec::new();
-    for name in ["user-data", "meta-data", "network-config"] {
-        let text = templates.render(&format!("libvirt/{name}.tera"), &ctx)?;
+    for (name, text) in render_files(templates, spec)? {
         let path = dir.path().join(name);
         std::fs::write(&path, text).map_err(|source| VirtError::Io {
             what: "writing",

@@ -17,6 +17,7 @@ pub fn lab(tag: &str, machines: usize) -> SushyLab {
         &SushyOptions {
             machines,
             tls: false,
+            ..SushyOptions::default()
         },
     )
     .unwrap_or_else(|e| panic!("starting the sushy-tools lab: {e:#}"))

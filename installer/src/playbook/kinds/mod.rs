@@ -19,10 +19,12 @@
 //! (flush_handlers), [`kube`] (Nodes through the Kubernetes API: wait,
 //! cordon, drain, uncordon, delete, the upgrade's version skew), [`k3s`]
 //! (the kubeconfig fetched from a server, registry TLS files), [`vm`] (the
-//! libvirt machine layer), [`federation`] (joins into Karmada or KubeFed, one
+//! libvirt machine layer), [`bmc`] (the bare-metal machine layer: power,
+//! media, boot, install), [`federation`] (joins into Karmada or KubeFed, one
 //! kind per task of the chain).
 
 pub mod artifact;
+pub mod bmc;
 pub mod federation;
 pub mod flow;
 pub mod k3s;
@@ -110,6 +112,8 @@ pub enum Conn<'a> {
     Kube(&'a crate::kube::KubeConn),
     /// A libvirt hypervisor.
     Hypervisor(&'a crate::virt::Session),
+    /// A node's BMC, logged in (Redfish).
+    Bmc(&'a crate::bmc::RedfishClient),
 }
 
 /// What a step can reach beyond its own target; the executor implements it.
@@ -159,6 +163,8 @@ pub enum TaskData {
     Vm(Arc<vm::VmTask>),
     /// A site's registration on the federation host.
     Federation(Arc<crate::federation::SiteSpec>),
+    /// A bare-metal machine the machine layer powers on (and installs).
+    Metal(Arc<crate::metal::MetalTask>),
 }
 
 /// What a step needs to run.
@@ -233,6 +239,14 @@ impl<'a> StepEnv<'a> {
         match self.conn {
             Conn::Hypervisor(h) => Ok(h),
             _ => Err(self.wrong_target(TargetKind::Hypervisor)),
+        }
+    }
+
+    /// The Redfish client of a BMC target.
+    pub fn bmc(&self) -> Result<&'a crate::bmc::RedfishClient, StepError> {
+        match self.conn {
+            Conn::Bmc(c) => Ok(c),
+            _ => Err(self.wrong_target(TargetKind::Bmc)),
         }
     }
 
@@ -475,6 +489,13 @@ kinds!(
     federation::KubefedRegisterParams,
     federation::UnregisterParams,
     federation::CleanupParams,
+    bmc::BmcInstallParams,
+    bmc::BmcPowerParams,
+    bmc::BmcEjectParams,
+    bmc::BmcInsertLiveParams,
+    bmc::BmcBootParams,
+    bmc::BmcWaitSshParams,
+    bmc::BmcWriteImageParams,
 );
 
 /// A step with rendered parameters and loaded content: what the journal hashes.
@@ -589,6 +610,23 @@ pub enum StepError {
     /// A federation API call failed, or the host's state forbids the step.
     #[error(transparent)]
     Federation(Box<crate::federation::FederationError>),
+    /// The BMC failed or refused.
+    #[error(transparent)]
+    Bmc(#[from] crate::bmc::BmcError),
+    /// A bare-metal install failed outside the BMC.
+    #[error(transparent)]
+    Metal(#[from] crate::metal::MetalError),
+    /// A stage of a bare-metal install failed (it is journaled: the next run retries it).
+    #[error("node {node}: install stage `{stage}` failed")]
+    Install {
+        /// The stage.
+        stage: String,
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: Box<StepError>,
+    },
     /// The rendered parameters make no sense, or the step cannot run.
     #[error("{0}")]
     Invalid(String),
@@ -619,6 +657,18 @@ pub enum StepError {
         /// What was seen last.
         last: Option<String>,
     },
+}
+
+impl From<crate::metal::record::RecordError> for StepError {
+    fn from(e: crate::metal::record::RecordError) -> StepError {
+        StepError::Metal(e.into())
+    }
+}
+
+impl From<crate::metal::media::MediaError> for StepError {
+    fn from(e: crate::metal::media::MediaError) -> StepError {
+        StepError::Metal(e.into())
+    }
 }
 
 /// Permission bits; YAML `0644`, `644` and `"0644"` all mean octal 644.
