@@ -210,13 +210,57 @@ pub(crate) fn local_content(data: &DataDir, src: &str) -> Result<Content, StepEr
     };
     match path {
         Some(path) => {
-            let (sha256, _) =
-                crate::artifacts::hash_file(&path).map_err(|source| StepError::Local {
-                    path: path.clone(),
-                    source,
-                })?;
+            let sha256 = file_sha256(&path).map_err(|source| StepError::Local {
+                path: path.clone(),
+                source,
+            })?;
             Ok(Content::File { path, sha256 })
         }
         None => Ok(Content::Bytes(data.read(src)?)),
+    }
+}
+
+/// The sha256 of a controller file, hashed once per process while its
+/// size, mtime and inode stay the same: a file copied to 200 hosts is read
+/// once, not 200 times. (What is sent is hashed again as it is sent, or on
+/// the host, so a file changed under the same stat is still caught.)
+fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    type Stamp = (u64, i64, i64, u64, u64);
+    static HASHED: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, (Stamp, String)>>> =
+        std::sync::Mutex::new(None);
+    let m = std::fs::metadata(path)?;
+    let stamp = (m.len(), m.mtime(), m.mtime_nsec(), m.ino(), m.dev());
+    let lock = || HASHED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((s, sha)) = lock().as_ref().and_then(|h| h.get(path))
+        && *s == stamp
+    {
+        return Ok(sha.clone());
+    }
+    let (sha, _) = crate::artifacts::hash_file(path)?;
+    lock()
+        .get_or_insert_with(Default::default)
+        .insert(path.to_path_buf(), (stamp, sha.clone()));
+    Ok(sha)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_controller_file_is_hashed_again_once_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("blob");
+        let sha = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
+        std::fs::write(&f, b"one").unwrap();
+        assert_eq!(super::file_sha256(&f).unwrap(), sha(b"one"));
+        assert_eq!(super::file_sha256(&f).unwrap(), sha(b"one"));
+        // Same size, new content: the mtime (or inode) differs.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(&f, b"two").unwrap();
+        assert_eq!(super::file_sha256(&f).unwrap(), sha(b"two"));
+        let g = dir.path().join("blob.new");
+        std::fs::write(&g, b"three").unwrap();
+        std::fs::rename(&g, &f).unwrap();
+        assert_eq!(super::file_sha256(&f).unwrap(), sha(b"three"));
     }
 }
