@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "BMC {} (user admin, password in {PASSWORD_FILE}) in front of domain {}.\n\
          In another terminal:\n\
-         \x20 edgeforge apply -i inventory/baremetal-emulated.yaml\n\
+         \x20 edgeforge apply -i inventory/baremetal-emulated.yaml --layer machine,os\n\
          (this is a new, empty machine: after an install on an earlier one, add --recreate)\n\
          Ctrl-C here removes the machine and stops the BMC.",
         lab.endpoint(),
