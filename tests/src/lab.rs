@@ -179,3 +179,21 @@ fn ssh_once(state_dir: &Path, port: u16, command: &str) -> anyhow::Result<Result
     }
     Ok(Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
+
+/// A command's stdout and stderr, as text (for messages).
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The JSON events of an `--log-format json --log-file` log.
+pub fn json_events(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}

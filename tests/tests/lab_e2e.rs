@@ -14,10 +14,10 @@
 //! run it alone (`flock /tmp/edgeforge-vm.lock` when other suites boot VMs).
 
 use std::path::Path;
-use std::process::Output;
 
 use edgeforge_tests::lab::{
-    LabNode, edgeforge_in, ensure_libvirtd, lab_inventory, lab_keys, ssh, virsh,
+    LabNode, edgeforge_in, ensure_libvirtd, json_events, lab_inventory, lab_keys, output_text, ssh,
+    virsh,
 };
 
 const LAB: &str = "e2e";
@@ -33,23 +33,6 @@ impl Drop for Teardown<'_> {
     fn drop(&mut self) {
         let _ = edgeforge_in(self.home, &["lab", "down", "-i", &self.inventory]);
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The JSON events of a log file.
-fn events(log: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 #[test]
@@ -91,13 +74,13 @@ fn one_apply_brings_up_three_tcg_guests_and_their_os_layer_then_changes_nothing(
             ],
         )
         .expect("apply");
-        println!("--- apply ({round})\n{}", text(&out));
-        (out, events(&log))
+        println!("--- apply ({round})\n{}", output_text(&out));
+        (out, json_events(&log))
     };
 
     // One command: VMs, SSH, cloud-init, os layer.
     let (first, ev) = apply("first", "machine,os");
-    let out = text(&first);
+    let out = output_text(&first);
     assert!(first.status.success(), "apply failed:\n{out}");
     let summary = String::from_utf8_lossy(&first.stdout).into_owned();
     for n in &nodes {
@@ -190,7 +173,7 @@ fn one_apply_brings_up_three_tcg_guests_and_their_os_layer_then_changes_nothing(
     // The mark is a second after the session that read it.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let (second, ev) = apply("second", "machine,os");
-    let out = text(&second);
+    let out = output_text(&second);
     assert!(second.status.success(), "{out}");
     let changed: Vec<&serde_json::Value> = ev
         .iter()
@@ -218,7 +201,7 @@ fn one_apply_brings_up_three_tcg_guests_and_their_os_layer_then_changes_nothing(
     bigger[2].memory_mib = 768;
     std::fs::write(&inventory, lab_inventory(LAB, &bigger)).expect("inventory");
     let drift = edgeforge_in(&home, &["lab", "up", "-i", &inv]).expect("lab up");
-    let out = text(&drift);
+    let out = output_text(&drift);
     println!("--- lab up (drift)\n{out}");
     assert!(drift.status.success(), "{out}");
     assert!(
@@ -226,7 +209,7 @@ fn one_apply_brings_up_three_tcg_guests_and_their_os_layer_then_changes_nothing(
         "{out}"
     );
     let status = edgeforge_in(&home, &["lab", "status", "-i", &inv]).expect("status");
-    let out = text(&status);
+    let out = output_text(&status);
     println!("--- lab status\n{out}");
     let line = |name: &str| {
         out.lines()
@@ -242,7 +225,7 @@ fn one_apply_brings_up_three_tcg_guests_and_their_os_layer_then_changes_nothing(
 
     // Down: no domain, no per-VM volume; the base image stays in the pool.
     let down = edgeforge_in(&home, &["lab", "down", "-i", &inv]).expect("lab down");
-    let out = text(&down);
+    let out = output_text(&down);
     println!("--- lab down\n{out}");
     assert!(down.status.success(), "{out}");
     let domains = virsh(&["list", "--all", "--name"]).expect("virsh list");

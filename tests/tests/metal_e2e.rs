@@ -26,30 +26,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use edgeforge_tests::lab::{edgeforge_in, ssh};
+use edgeforge_tests::lab::{edgeforge_in, json_events, output_text, ssh};
 use edgeforge_tests::sushy::{MachineShape, SushyLab, SushyOptions, USER};
 
 const NODE: &str = "metal-1";
 const PORT: u16 = 2251;
 const INVENTORY_NAME: &str = "ef-metal";
 const WRITE_STEP: &str = "OS image written and checked on the node";
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The JSON events of a log file.
-fn events(log: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
 
 /// How the step named `step` finished in `ev` (its status).
 fn finished<'a>(ev: &'a [serde_json::Value], step: &str) -> Vec<&'a str> {
@@ -124,13 +107,13 @@ fn apply_killed_during_write(home: &Path, inv: &str, log: &Path) -> Vec<serde_js
         if let Some(status) = child.try_wait().expect("wait") {
             panic!(
                 "apply ended ({status}) before the image write began:\n{:#?}",
-                events(log)
+                json_events(log)
                     .iter()
                     .filter(|e| e["event"] == "step_finished")
                     .collect::<Vec<_>>()
             );
         }
-        let writing = events(log).iter().any(|e| {
+        let writing = json_events(log).iter().any(|e| {
             e["event"] == "step_progress"
                 && e["step"] == WRITE_STEP
                 && e["message"]
@@ -153,7 +136,7 @@ fn apply_killed_during_write(home: &Path, inv: &str, log: &Path) -> Vec<serde_js
     );
     child.kill().expect("kill");
     let _ = child.wait();
-    events(log)
+    json_events(log)
 }
 
 fn apply(home: &Path, inv: &str, log: &Path) -> (Output, Vec<serde_json::Value>) {
@@ -173,7 +156,7 @@ fn apply(home: &Path, inv: &str, log: &Path) -> (Output, Vec<serde_json::Value>)
         ],
     )
     .expect("apply");
-    (out, events(log))
+    (out, json_events(log))
 }
 
 #[test]
@@ -247,7 +230,7 @@ fn bare_metal_installs_through_redfish_resumes_after_a_kill_then_gets_its_os_lay
     let t2 = Instant::now();
     let (out2, ev2) = apply(&home, &inv, &dir.path().join("apply-2.jsonl"));
     let run2 = t2.elapsed();
-    let out = text(&out2);
+    let out = output_text(&out2);
     println!("--- apply (resumed)\n{out}");
     assert!(
         out2.status.success(),
@@ -353,7 +336,7 @@ fn bare_metal_installs_through_redfish_resumes_after_a_kill_then_gets_its_os_lay
     let t3 = Instant::now();
     let (out3, ev3) = apply(&home, &inv, &dir.path().join("apply-3.jsonl"));
     let run3 = t3.elapsed();
-    assert!(out3.status.success(), "{}", text(&out3));
+    assert!(out3.status.success(), "{}", output_text(&out3));
     let changed: Vec<&serde_json::Value> = ev3
         .iter()
         .filter(|e| e["event"] == "step_finished" && e["status"] == "changed")

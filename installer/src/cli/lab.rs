@@ -174,24 +174,34 @@ async fn lab_down(g: &GlobalOpts, inv: &Inventory) -> Result<Outcome, Error> {
     Ok(Outcome::Success)
 }
 
-/// Runs `edgeforge images build-base`.
-pub fn run_build_base(g: &GlobalOpts, args: &BuildBaseArgs) -> Outcome {
-    super::finish(build_base(g, args).map(|()| Outcome::Success))
-}
-
-fn build_base(g: &GlobalOpts, args: &BuildBaseArgs) -> Result<(), Error> {
+/// The image build options of `images build-base` and `build-live`.
+fn build_options(g: &GlobalOpts, args: &BuildBaseArgs) -> Result<BuildOptions, Error> {
     let mut opts = BuildOptions::new(&args.release)?;
     opts.mirror.clone_from(&args.mirror);
     opts.data = DataDir::new(g.data_dir.as_deref());
     if let Some(cache) = &args.cache {
         opts.cache.clone_from(cache);
     }
+    Ok(opts)
+}
+
+/// Prints an image build's progress lines, unless `--quiet`.
+fn progress(g: &GlobalOpts) -> impl FnMut(&str) {
     let quiet = g.quiet;
-    let (image, outcome) = baseimage::build(&opts, |line| {
+    move |line| {
         if !quiet {
             println!("{line}");
         }
-    })?;
+    }
+}
+
+/// Runs `edgeforge images build-base`.
+pub fn run_build_base(g: &GlobalOpts, args: &BuildBaseArgs) -> Outcome {
+    super::finish(build_base(g, args).map(|()| Outcome::Success))
+}
+
+fn build_base(g: &GlobalOpts, args: &BuildBaseArgs) -> Result<(), Error> {
+    let (image, outcome) = baseimage::build(&build_options(g, args)?, progress(g))?;
     match outcome {
         BuildOutcome::Cached => println!("cached: {}", image.image_path().display()),
         BuildOutcome::Built(t) => println!(
@@ -218,18 +228,7 @@ pub fn run_build_live(g: &GlobalOpts, args: &BuildBaseArgs) -> Outcome {
 }
 
 fn build_live(g: &GlobalOpts, args: &BuildBaseArgs) -> Result<(), Error> {
-    let mut opts = BuildOptions::new(&args.release)?;
-    opts.mirror.clone_from(&args.mirror);
-    opts.data = DataDir::new(g.data_dir.as_deref());
-    if let Some(cache) = &args.cache {
-        opts.cache.clone_from(cache);
-    }
-    let quiet = g.quiet;
-    let (image, outcome) = crate::virt::liveimage::build(&opts, |line| {
-        if !quiet {
-            println!("{line}");
-        }
-    })?;
+    let (image, outcome) = crate::virt::liveimage::build(&build_options(g, args)?, progress(g))?;
     match outcome {
         BuildOutcome::Cached => println!("cached: {}", image.iso_path().display()),
         BuildOutcome::Built(t) => println!(

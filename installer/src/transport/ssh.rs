@@ -171,17 +171,8 @@ impl SshTransport {
             let mut out = ExecOutput::default();
             let mut status = None;
             while let Some(msg) = channel.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, .. } => out.stderr.extend_from_slice(&data),
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        status = Some(i32::try_from(exit_status).unwrap_or(255));
-                    }
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        status = Some(128 + signal_number(&signal_name));
-                    }
-                    ChannelMsg::Close => break,
-                    _ => {}
+                if collect(msg, &mut out, &mut status) {
+                    break;
                 }
             }
             out.status = status.ok_or_else(|| TransportError::Connect {
@@ -233,19 +224,8 @@ impl SshTransport {
                 let mut out = ExecOutput::default();
                 let mut status = None;
                 while let Some(msg) = read.wait().await {
-                    match msg {
-                        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                        ChannelMsg::ExtendedData { data, .. } => {
-                            out.stderr.extend_from_slice(&data);
-                        }
-                        ChannelMsg::ExitStatus { exit_status } => {
-                            status = Some(i32::try_from(exit_status).unwrap_or(255));
-                        }
-                        ChannelMsg::ExitSignal { signal_name, .. } => {
-                            status = Some(128 + signal_number(&signal_name));
-                        }
-                        ChannelMsg::Close => break,
-                        _ => {}
+                    if collect(msg, &mut out, &mut status) {
+                        break;
                     }
                 }
                 (out, status)
@@ -564,6 +544,24 @@ impl FileBackend for SshTransport {
     fn stages_privileged(&self) -> bool {
         !self.is_root
     }
+}
+
+/// Adds a channel message to a command's output and exit status; true
+/// once the channel closed.
+fn collect(msg: ChannelMsg, out: &mut ExecOutput, status: &mut Option<i32>) -> bool {
+    match msg {
+        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+        ChannelMsg::ExtendedData { data, .. } => out.stderr.extend_from_slice(&data),
+        ChannelMsg::ExitStatus { exit_status } => {
+            *status = Some(i32::try_from(exit_status).unwrap_or(255));
+        }
+        ChannelMsg::ExitSignal { signal_name, .. } => {
+            *status = Some(128 + signal_number(&signal_name));
+        }
+        ChannelMsg::Close => return true,
+        _ => {}
+    }
+    false
 }
 
 /// Handshake and authentication of one hop of the chain.

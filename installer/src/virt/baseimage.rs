@@ -309,25 +309,35 @@ impl Recipe {
     }
 }
 
-fn cached(opts: &BuildOptions, key: &str) -> Result<Option<BaseImage>, BaseImageError> {
-    let dir = opts.cache.join("base").join(key);
-    let manifest = dir.join(MANIFEST_FILE);
-    let text = match fs::read_to_string(&manifest) {
+/// The manifest of a cache entry (base or live image); `None` when the
+/// entry has none (never built, or its build did not finish).
+pub(crate) fn read_manifest<T: serde::de::DeserializeOwned>(
+    manifest: &Path,
+) -> Result<Option<T>, BaseImageError> {
+    let text = match fs::read_to_string(manifest) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
             return Err(BaseImageError::Io {
                 what: "reading",
-                path: manifest,
+                path: manifest.to_path_buf(),
                 source,
             });
         }
     };
-    let mut image: BaseImage =
-        serde_json::from_str(&text).map_err(|source| BaseImageError::Manifest {
-            path: manifest.clone(),
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| BaseImageError::Manifest {
+            path: manifest.to_path_buf(),
             source,
-        })?;
+        })
+}
+
+fn cached(opts: &BuildOptions, key: &str) -> Result<Option<BaseImage>, BaseImageError> {
+    let dir = opts.cache.join("base").join(key);
+    let Some(mut image) = read_manifest::<BaseImage>(&dir.join(MANIFEST_FILE))? else {
+        return Ok(None);
+    };
     image.dir = dir;
     // A size mismatch means a damaged entry: treat it as absent and rebuild.
     let complete = fs::metadata(image.image_path()).is_ok_and(|m| m.len() == image.size)

@@ -16,7 +16,6 @@
 //! `spawn_blocking`.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -230,23 +229,9 @@ fn pad4(out: &mut Vec<u8>) {
 
 fn cached(opts: &BuildOptions, key: &str) -> Result<Option<LiveImage>, BaseImageError> {
     let dir = opts.cache.join("live").join(key);
-    let manifest = dir.join(MANIFEST_FILE);
-    let text = match fs::read_to_string(&manifest) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(BaseImageError::Io {
-                what: "reading",
-                path: manifest,
-                source,
-            });
-        }
+    let Some(mut image) = baseimage::read_manifest::<LiveImage>(&dir.join(MANIFEST_FILE))? else {
+        return Ok(None);
     };
-    let mut image: LiveImage =
-        serde_json::from_str(&text).map_err(|source| BaseImageError::Manifest {
-            path: manifest.clone(),
-            source,
-        })?;
     image.dir = dir;
     // A size mismatch means a damaged entry: treat it as absent and rebuild.
     let complete = fs::metadata(image.iso_path()).is_ok_and(|m| m.len() == image.size);
