@@ -9,6 +9,17 @@ systemctl enable systemd-networkd.service systemd-resolved.service
 systemctl enable serial-getty@ttyS0.service
 systemctl enable ssh.service
 
+# libvirt is installed for the virt layer but does not run until that layer
+# enables it: lab guests that are not hypervisors pay nothing for it.
+for unit in libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket \
+    libvirtd-tcp.socket libvirtd-tls.socket virtlogd.service virtlogd.socket \
+    virtlogd-admin.socket virtlockd.service virtlockd.socket virtlockd-admin.socket \
+    libvirt-guests.service; do
+    if [ -e "/lib/systemd/system/$unit" ]; then
+        systemctl disable "$unit"
+    fi
+done
+
 # No root password; access is by the SSH key cloud-init installs.
 passwd -d root
 

@@ -100,6 +100,10 @@ pub struct LabNode {
     pub port: u16,
     /// Memory in MiB.
     pub memory_mib: u64,
+    /// The guest is a hypervisor host (the virt layer applies to it), and
+    /// also a hypervisor of the inventory, named like the node and reached
+    /// over SSH: `qemu+ssh://root@127.0.0.1:<port>/system`.
+    pub hypervisor_host: bool,
 }
 
 /// An inventory for a lab `name` of `nodes`, all on the local libvirtd with
@@ -107,14 +111,21 @@ pub struct LabNode {
 pub fn lab_inventory(name: &str, nodes: &[LabNode]) -> String {
     let mut yaml = format!(
         "apiVersion: edgeforge/v1\nname: {name}\ndefaults:\n  ssh: {{user: root}}\n  vm: {{cpus: 2, diskGib: 4}}\n\
-         hypervisors:\n  - name: local\n    uri: \"{URI}\"\n    network: {{mode: user}}\n\
-         sites:\n  - name: {name}\n    nodes:\n"
+         hypervisors:\n  - name: local\n    uri: \"{URI}\"\n    network: {{mode: user}}\n"
     );
+    for n in nodes.iter().filter(|n| n.hypervisor_host) {
+        yaml.push_str(&format!(
+            "  - name: {}\n    uri: \"qemu+ssh://root@127.0.0.1:{}/system\"\n",
+            n.name, n.port
+        ));
+    }
+    yaml.push_str(&format!("sites:\n  - name: {name}\n    nodes:\n"));
     for (i, n) in nodes.iter().enumerate() {
         yaml.push_str(&format!(
-            "      - name: {}\n        role: {}\n        address: 127.0.0.1\n        machine: {{type: libvirt, hypervisor: local, sshForwardPort: {}, vm: {{memoryMib: {}}}}}\n",
+            "      - name: {}\n        role: {}\n        address: 127.0.0.1\n        hypervisorHost: {}\n        machine: {{type: libvirt, hypervisor: local, sshForwardPort: {}, vm: {{memoryMib: {}}}}}\n",
             n.name,
             if i == 0 { "server" } else { "agent" },
+            n.hypervisor_host,
             n.port,
             n.memory_mib
         ));

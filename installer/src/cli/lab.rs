@@ -116,7 +116,7 @@ async fn lab_status(g: &GlobalOpts, inv: &Inventory) -> Result<Outcome, Error> {
         "VM", "HOST", "STATE", "SSH", "UP"
     );
     for host in &plan.hosts {
-        let hv = Hypervisor::connect(&host.uri, &data).await?;
+        let hv = connect(inv, &host.hypervisor, &host.uri, &data).await?;
         let sha = image.as_ref().map(|i| i.sha256.as_str());
         for r in lab::status(&hv, host, &plan.name, sha, &keys).await? {
             println!(
@@ -142,12 +142,25 @@ async fn lab_down(g: &GlobalOpts, inv: &Inventory) -> Result<Outcome, Error> {
     let plan = LabPlan::from_inventory(inv)?;
     let data = DataDir::new(g.data_dir.as_deref());
     let mut removed_any = false;
-    for host in &plan.hosts {
-        let hv = Hypervisor::connect(&host.uri, &data).await?;
-        for (name, removed) in lab::down(&hv, host, &plan.name).await? {
+    for host in plan.down_order(inv) {
+        let hv = match connect(inv, &host.hypervisor, &host.uri, &data).await {
+            Ok(hv) => hv,
+            // A hypervisor that is itself one of this lab's VMs and does not
+            // answer holds nothing that outlives that VM's disk, removed below.
+            Err(e) if plan.hosted_on_lab(&host.hypervisor) => {
+                println!(
+                    "hypervisor {}: not reachable, skipped (it is one of this lab's VMs, and what it holds goes with it): {e}",
+                    host.hypervisor
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for (name, removed) in lab::down(&hv, &host, &plan.name).await? {
             removed_any = true;
             println!(
-                "{name}: {}{}; volumes deleted: {}",
+                "{name} (on {}): {}{}; volumes deleted: {}",
+                host.hypervisor,
                 if removed.destroyed { "destroyed, " } else { "" },
                 if removed.undefined {
                     "undefined"
@@ -172,6 +185,22 @@ async fn lab_down(g: &GlobalOpts, inv: &Inventory) -> Result<Outcome, Error> {
         }
     );
     Ok(Outcome::Success)
+}
+
+/// Connects to the inventory's hypervisor `name`, over edgeforge's own SSH
+/// connection when its URI is remote.
+async fn connect(
+    inv: &Inventory,
+    name: &str,
+    uri: &str,
+    data: &DataDir,
+) -> Result<Hypervisor, Error> {
+    let ssh = match inv.hypervisors.iter().find(|h| h.name.as_str() == name) {
+        Some(h) => crate::exec::prepare::hypervisor_ssh_target(inv, h)
+            .map_err(crate::exec::ExecError::from)?,
+        None => None,
+    };
+    Ok(Hypervisor::connect_via(uri, ssh.as_ref(), data).await?)
 }
 
 /// The image build options of `images build-base` and `build-live`.

@@ -603,25 +603,99 @@ fn ssh_target(
     view: &NodeView<'_>,
     identity: Option<PathBuf>,
 ) -> Result<SshTarget, PrepareError> {
-    let jumps = |name: &str| {
-        inv.jump_host(name)
-            .map(|jh| (jh.address.value.clone(), inv.jump_host_ssh(jh)))
-    };
     let mut settings = view.ssh.clone();
     settings.port = Some(view.ssh_port());
     if let Some(identity) = identity {
         settings.identity_file = Some(crate::inventory::Sp::new(identity));
     }
-    SshTarget::from_settings(
+    settings_target(
+        inv,
+        view.node.name.as_str(),
         view.node.address.as_str(),
         &settings,
-        &jumps,
-        &crate::state::root(),
     )
-    .map_err(|source| PrepareError::Ssh {
-        node: view.node.name.value.clone(),
-        source,
+}
+
+fn settings_target(
+    inv: &Inventory,
+    name: &str,
+    address: &str,
+    settings: &crate::inventory::SshSettings,
+) -> Result<SshTarget, PrepareError> {
+    let jumps = |name: &str| {
+        inv.jump_host(name)
+            .map(|jh| (jh.address.value.clone(), inv.jump_host_ssh(jh)))
+    };
+    SshTarget::from_settings(address, settings, &jumps, &crate::state::root()).map_err(|source| {
+        PrepareError::Ssh {
+            node: name.to_owned(),
+            source,
+        }
     })
+}
+
+/// The SSH target of hypervisor `hv` when its URI reaches it over SSH
+/// (`qemu+ssh://user@host:port/system`), else None.
+///
+/// A hypervisor that is itself a node (a `hypervisorHost` node with the
+/// hypervisor's name, or with the URI's address and port) is reached exactly
+/// as that node is: its identity and host key check, and for a lab VM the
+/// login key and host key edgeforge generated, so only that key is accepted.
+/// Any other host gets the inventory's default SSH settings. The URI's user,
+/// port and `keyfile` parameter win over both.
+pub fn hypervisor_ssh_target(
+    inv: &Inventory,
+    hv: &crate::inventory::Hypervisor,
+) -> Result<Option<SshTarget>, PrepareError> {
+    let uri = hv.uri.as_str();
+    if !crate::virt::tunnel::is_ssh_uri(uri) {
+        return Ok(None);
+    }
+    // `check` validated the URI; one that does not parse is libvirt's to report.
+    let Ok(url) = url::Url::parse(uri) else {
+        return Ok(None);
+    };
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let node = inv.nodes().find(|v| {
+        v.node.hypervisor_host
+            && (v.node.name.as_str() == hv.name.as_str()
+                || (v.node.address.as_str() == host
+                    && url.port().is_none_or(|p| p == v.ssh_port())))
+    });
+    let mut target = match &node {
+        Some(view) => {
+            let name = view.node.name.as_str();
+            let vms = lab_vms(inv, &std::iter::once(name).collect())?;
+            match vms.get(name) {
+                Some(vm) => {
+                    let mut t = ssh_target(inv, view, Some(vm.keys.identity.clone()))?;
+                    t.host_key = HostKeyCheck {
+                        pinned: None,
+                        known_hosts: vec![vm.keys.known_hosts.clone()],
+                        accept_new: None,
+                    };
+                    t
+                }
+                None => ssh_target(inv, view, None)?,
+            }
+        }
+        None => settings_target(inv, hv.name.as_str(), &host, &inv.defaults.ssh)?,
+    };
+    if !url.username().is_empty() {
+        target.user = url.username().to_owned();
+    }
+    if let Some(port) = url.port() {
+        target.port = port;
+    }
+    if let Some((_, key)) = url.query_pairs().find(|(k, _)| k == "keyfile") {
+        target.identity_files.insert(0, PathBuf::from(key.as_ref()));
+    }
+    Ok(Some(target))
 }
 
 /// Where a cluster or federation API client comes from.
@@ -637,6 +711,8 @@ struct KubeSource {
 #[derive(Debug, Clone)]
 struct HypervisorSpec {
     uri: String,
+    /// How to reach it when its URI goes over SSH.
+    ssh: Option<SshTarget>,
     pool: String,
     pool_path: String,
 }
@@ -748,28 +824,37 @@ impl InventoryConnector {
                 },
             );
         }
-        let hypervisors = inv
-            .hypervisors
+        // Only the hypervisors some task uses: resolving a remote one's SSH
+        // target reads (and for a lab VM writes) key material.
+        let used: std::collections::BTreeSet<&str> = tasks
             .iter()
-            .map(|h| {
-                (
-                    h.name.value.clone(),
-                    HypervisorSpec {
-                        uri: h.uri.value.clone(),
-                        pool: h
-                            .pool
-                            .clone()
-                            .unwrap_or_else(|| crate::virt::DEFAULT_POOL.into()),
-                        pool_path: h
-                            .pool_path
-                            .as_ref()
-                            .map_or(crate::virt::DEFAULT_POOL_PATH.into(), |p| {
-                                p.display().to_string()
-                            }),
-                    },
-                )
+            .filter_map(|t| match &t.target {
+                Target::Hypervisor(name) => Some(name.as_str()),
+                _ => None,
             })
             .collect();
+        let mut hypervisors = BTreeMap::new();
+        for h in inv
+            .hypervisors
+            .iter()
+            .filter(|h| used.contains(h.name.as_str()))
+        {
+            let spec = HypervisorSpec {
+                uri: h.uri.value.clone(),
+                ssh: hypervisor_ssh_target(inv, h)?,
+                pool: h
+                    .pool
+                    .clone()
+                    .unwrap_or_else(|| crate::virt::DEFAULT_POOL.into()),
+                pool_path: h
+                    .pool_path
+                    .as_ref()
+                    .map_or(crate::virt::DEFAULT_POOL_PATH.into(), |p| {
+                        p.display().to_string()
+                    }),
+            };
+            hypervisors.insert(h.name.value.clone(), spec);
+        }
         Ok(InventoryConnector {
             ssh,
             bmcs,
@@ -851,7 +936,7 @@ impl Connector for InventoryConnector {
             let spec = self.hypervisors.get(name).ok_or_else(|| {
                 ConnectError::NotConfigured(format!("no hypervisor named {name} in the inventory"))
             })?;
-            let hv = Hypervisor::connect(&spec.uri, &self.data).await?;
+            let hv = Hypervisor::connect_via(&spec.uri, spec.ssh.as_ref(), &self.data).await?;
             let mut image = self.image.clone();
             image.data = self.data.clone();
             Ok(Arc::new(Session::new(

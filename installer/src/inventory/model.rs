@@ -313,7 +313,8 @@ pub struct Hypervisor {
     /// Name that nodes refer to in `machine.hypervisor`.
     #[schemars(pattern(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Sp<String>,
-    /// libvirt URI: `qemu:///system` for this machine, `qemu+ssh://user@host/system` for another.
+    /// libvirt URI: `qemu:///system` for this machine, `qemu+ssh://user@host/system` for another
+    /// (reached through edgeforge's SSH connection, with that host's SSH settings and host key check).
     pub uri: Sp<String>,
     /// Storage pool for base images and VM disks (default `edgeforge`).
     #[serde(default)]

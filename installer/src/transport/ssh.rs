@@ -129,6 +129,26 @@ impl SshTransport {
         })
     }
 
+    /// Opens a channel to the Unix socket `path` on the host
+    /// (`direct-streamlocal`, what `ssh -L local.sock:remote.sock` uses):
+    /// how edgeforge reaches a remote libvirtd over this verified connection.
+    pub async fn open_unix_socket(
+        &self,
+        path: &str,
+    ) -> Result<russh::ChannelStream<russh::client::Msg>, TransportError> {
+        match self.handle.channel_open_direct_streamlocal(path).await {
+            Ok(channel) => Ok(channel.into_stream()),
+            Err(_) if self.handle.is_closed() => Err(self.connection_lost()),
+            Err(e) => Err(TransportError::Connect {
+                host: self.label.clone(),
+                reason: format!(
+                    "sshd did not open the socket {path} ({e}); check that the service behind it \
+                     runs and that sshd allows stream-local forwarding (AllowStreamLocalForwarding)"
+                ),
+            }),
+        }
+    }
+
     /// Runs a command on its own exec channel (the slow path: ~0.1 s of
     /// channel setup each); used when the host has no usable `sh`.
     pub async fn exec_channel(&self, req: ExecRequest<'_>) -> Result<ExecOutput, TransportError> {

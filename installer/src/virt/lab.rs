@@ -217,6 +217,40 @@ impl LabPlan {
     }
 
     /// Every VM, across hypervisors.
+    /// Whether hypervisor `name` is itself one of this lab's VMs.
+    pub fn hosted_on_lab(&self, name: &str) -> bool {
+        self.vms().any(|vm| vm.node == name)
+    }
+
+    /// Every hypervisor of `inv` as `lab down` visits them: those that are
+    /// this lab's own VMs first (what runs on them is removed before they
+    /// go), then the others in file order; hypervisors without lab VMs
+    /// are visited too, for domains of this lab made there by other means.
+    pub fn down_order(&self, inv: &Inventory) -> Vec<HostPlan> {
+        let mut hosts: Vec<HostPlan> = inv
+            .hypervisors
+            .iter()
+            .map(|h| {
+                self.hosts
+                    .iter()
+                    .find(|p| p.hypervisor == h.name.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| HostPlan {
+                        hypervisor: h.name.value.clone(),
+                        uri: h.uri.value.clone(),
+                        pool: h.pool.clone().unwrap_or_else(|| DEFAULT_POOL.into()),
+                        pool_path: h
+                            .pool_path
+                            .as_ref()
+                            .map_or(DEFAULT_POOL_PATH.into(), |p| p.display().to_string()),
+                        vms: Vec::new(),
+                    })
+            })
+            .collect();
+        hosts.sort_by_key(|h| !self.hosted_on_lab(&h.hypervisor));
+        hosts
+    }
+
     pub fn vms(&self) -> impl Iterator<Item = &LabVm> {
         self.hosts.iter().flat_map(|h| h.vms.iter())
     }

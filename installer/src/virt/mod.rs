@@ -8,7 +8,8 @@
 //! domains rendered from `templates/libvirt/`, reports their state and the
 //! spec hash recorded in their metadata, and removes them again. Everything
 //! goes through libvirt's API (volumes are uploaded over streams), so a remote
-//! hypervisor works the same as the local one. The `virt` crate is blocking:
+//! hypervisor works the same as the local one; a `qemu+ssh://` one is reached
+//! over edgeforge's own SSH connection to it ([`tunnel`]). The `virt` crate is blocking:
 //! every call runs in `spawn_blocking`.
 
 mod accel;
@@ -17,6 +18,7 @@ pub mod lab;
 pub mod liveimage;
 pub mod seed;
 mod session;
+pub mod tunnel;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +38,7 @@ pub use session::{DEFAULT_BOOT_TIMEOUT, Ready, Session};
 
 use crate::data::DataDir;
 use crate::render::Renderer;
+use crate::transport::SshTarget;
 use baseimage::BaseImage;
 
 /// Default storage pool name.
@@ -139,6 +142,14 @@ pub enum VirtError {
     /// The base image could not be built.
     #[error(transparent)]
     BaseImage(#[from] baseimage::BaseImageError),
+    /// The SSH tunnel to a remote hypervisor's libvirtd could not be set up.
+    #[error("cannot reach libvirt at {uri}: {reason}")]
+    Remote {
+        /// The hypervisor's URI.
+        uri: String,
+        /// What went wrong, for a person.
+        reason: String,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("a libvirt worker task failed")]
     Join(#[source] tokio::task::JoinError),
@@ -152,6 +163,9 @@ pub struct Hypervisor {
     conn: Arc<Connect>,
     uri: String,
     templates: Arc<Renderer>,
+    /// The SSH forward a remote hypervisor's connection runs over; declared
+    /// after `conn`, so that the connection closes before its tunnel.
+    _tunnel: Option<Arc<tunnel::Tunnel>>,
 }
 
 /// A storage pool edgeforge uses.
@@ -355,10 +369,31 @@ pub struct Removed {
 }
 
 impl Hypervisor {
-    /// Opens a connection to `uri`, rendering its XML with the templates of `data`.
+    /// Opens a connection to `uri`, rendering its XML with the templates of
+    /// `data`. A URI that reaches its host over SSH (`qemu+ssh://`) needs
+    /// [`Hypervisor::connect_via`] and the host's SSH target.
     pub async fn connect(uri: &str, data: &DataDir) -> Result<Hypervisor> {
+        Hypervisor::connect_via(uri, None, data).await
+    }
+
+    /// Opens a connection to `uri`; with `ssh`, over edgeforge's own SSH
+    /// connection to that host (see [`tunnel`]), so the host key is checked
+    /// as the inventory says.
+    pub async fn connect_via(
+        uri: &str,
+        ssh: Option<&SshTarget>,
+        data: &DataDir,
+    ) -> Result<Hypervisor> {
         let templates = Arc::new(Renderer::new(data)?);
-        let owned = uri.to_owned();
+        let tunnel = match ssh {
+            Some(target) if tunnel::is_ssh_uri(uri) => {
+                Some(Arc::new(tunnel::Tunnel::open(uri, target).await?))
+            }
+            _ => None,
+        };
+        let owned = tunnel
+            .as_ref()
+            .map_or_else(|| uri.to_owned(), |t| t.local_uri.clone());
         // libvirt prints every error to stderr by default, including the
         // expected "not found" of a lookup; errors reach callers as values.
         virt::error::clear_error_callback();
@@ -373,6 +408,7 @@ impl Hypervisor {
             conn: Arc::new(conn),
             uri: uri.to_owned(),
             templates,
+            _tunnel: tunnel,
         })
     }
 

@@ -185,6 +185,7 @@ fn lab_up_three() -> anyhow::Result<(Duration, Vec<(String, f64)>)> {
             name: format!("bench-{i}"),
             port: 2240 + i,
             memory_mib: 1024,
+            hypervisor_host: false,
         })
         .collect();
     let inventory = dir.path().join("lab.yaml");
