@@ -69,6 +69,22 @@ pub struct HostPlan {
     pub vms: Vec<LabVm>,
 }
 
+impl HostPlan {
+    /// Hypervisor `hv` of the inventory, with no VMs yet.
+    fn without_vms(hv: &crate::inventory::Hypervisor) -> HostPlan {
+        HostPlan {
+            hypervisor: hv.name.value.clone(),
+            uri: hv.uri.value.clone(),
+            pool: hv.pool.clone().unwrap_or_else(|| DEFAULT_POOL.into()),
+            pool_path: hv
+                .pool_path
+                .as_ref()
+                .map_or(DEFAULT_POOL_PATH.into(), |p| p.display().to_string()),
+            vms: Vec::new(),
+        }
+    }
+}
+
 /// One VM of the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabVm {
@@ -197,14 +213,8 @@ impl LabPlan {
             match hosts.iter_mut().find(|h| h.hypervisor == hv.name.value) {
                 Some(h) => h.vms.push(vm),
                 None => hosts.push(HostPlan {
-                    hypervisor: hv.name.value.clone(),
-                    uri: hv.uri.value.clone(),
-                    pool: hv.pool.clone().unwrap_or_else(|| DEFAULT_POOL.into()),
-                    pool_path: hv
-                        .pool_path
-                        .as_ref()
-                        .map_or(DEFAULT_POOL_PATH.into(), |p| p.display().to_string()),
                     vms: vec![vm],
+                    ..HostPlan::without_vms(hv)
                 }),
             }
         }
@@ -216,7 +226,6 @@ impl LabPlan {
         Ok(LabPlan { name, hosts })
     }
 
-    /// Every VM, across hypervisors.
     /// Whether hypervisor `name` is itself one of this lab's VMs.
     pub fn hosted_on_lab(&self, name: &str) -> bool {
         self.vms().any(|vm| vm.node == name)
@@ -235,22 +244,14 @@ impl LabPlan {
                     .iter()
                     .find(|p| p.hypervisor == h.name.as_str())
                     .cloned()
-                    .unwrap_or_else(|| HostPlan {
-                        hypervisor: h.name.value.clone(),
-                        uri: h.uri.value.clone(),
-                        pool: h.pool.clone().unwrap_or_else(|| DEFAULT_POOL.into()),
-                        pool_path: h
-                            .pool_path
-                            .as_ref()
-                            .map_or(DEFAULT_POOL_PATH.into(), |p| p.display().to_string()),
-                        vms: Vec::new(),
-                    })
+                    .unwrap_or_else(|| HostPlan::without_vms(h))
             })
             .collect();
         hosts.sort_by_key(|h| !self.hosted_on_lab(&h.hypervisor));
         hosts
     }
 
+    /// Every VM, across hypervisors.
     pub fn vms(&self) -> impl Iterator<Item = &LabVm> {
         self.hosts.iter().flat_map(|h| h.vms.iter())
     }
@@ -573,6 +574,30 @@ sites:
         assert_eq!(host.vms[1].spec.cpus, 2);
         assert_eq!(host.vms[0].ssh_addr, "127.0.0.1:2201");
         assert_eq!(host.vms[0].user, "root");
+    }
+
+    #[test]
+    fn lab_down_visits_hypervisors_on_lab_vms_first_and_those_without_vms_too() {
+        let yaml = LAB
+            .replace(
+                "    network: {mode: user}\n",
+                "    network: {mode: user}\n  - name: far\n    uri: \"qemu+ssh://root@10.0.0.7/system\"\n  - name: n2\n    uri: \"qemu+ssh://root@127.0.0.1:2202/system\"\n",
+            )
+            .replace(
+                "sshForwardPort: 2202, vm: {memoryMib: 512}}",
+                "sshForwardPort: 2202, vm: {memoryMib: 512}}\n        hypervisorHost: true",
+            );
+        let inv = parse(&yaml);
+        let plan = LabPlan::from_inventory(&inv).expect("plan");
+        assert!(plan.hosted_on_lab("n2"));
+        assert!(!plan.hosted_on_lab("far") && !plan.hosted_on_lab("local"));
+        let order = plan.down_order(&inv);
+        let names: Vec<&str> = order.iter().map(|h| h.hypervisor.as_str()).collect();
+        assert_eq!(names, ["n2", "local", "far"]);
+        assert_eq!(order[1].vms.len(), 2);
+        assert!(order[0].vms.is_empty() && order[2].vms.is_empty());
+        assert_eq!(order[2].pool, DEFAULT_POOL);
+        assert_eq!(order[2].uri, "qemu+ssh://root@10.0.0.7/system");
     }
 
     #[test]
