@@ -1,6 +1,7 @@
 //! Failures of a real `edgeforge apply` over SSH: unreachable hosts, a
 //! changed host key, an sshd killed mid-run, an interrupted run resumed,
-//! the run lock, `--max-fail`, `--check` and `--limit`.
+//! the run lock, `--max-fail`, `--check` and `--limit`, and an artifact the
+//! cache lacks (the task fails before its first step).
 
 use std::fs;
 use std::path::Path;
@@ -318,4 +319,51 @@ fn a_wrong_client_key_fails_that_host_and_a_bad_playbook_is_invalid_input() {
     assert!(run.stderr.contains("bad.yaml:"), "{}", run.stderr);
     assert!(run.stderr.contains("comand"), "{}", run.stderr);
     assert!(!fleet.node(0).root().join("touched").exists());
+}
+
+/// An `artifact` step whose file the cache lacks fails its task before the
+/// task's first step runs, even behind a `register`: the host is left as it
+/// was, not with half of the files that belong with the artifact.
+#[test]
+fn an_artifact_missing_from_the_cache_fails_the_task_before_it_changes_anything() {
+    let fleet = SshdFleet::start(1).unwrap();
+    let sc = Scenario::new(&fleet, &InventoryOpts::default());
+    let pb = sc.playbook(
+        "needs-k3s",
+        &format!(
+            r#"  - name: config first
+    copy: {{ content: "token-file: x\n", dest: "{R}/config.yaml" }}
+  - name: what is installed
+    command: {{ cmd: "echo none" }}
+    register: installed
+  - name: k3s binary
+    artifact: {{ name: k3s, version: v1.34.2+k3s1, dest: "{R}/k3s", mode: "0755" }}
+  - name: after
+    command: {{ cmd: "touch {R}/after", creates: "{R}/after" }}
+"#
+        ),
+    );
+    let empty = sc.path("empty-cache");
+    fs::create_dir_all(&empty).unwrap();
+    let out = sc
+        .apply_cmd(&pb, "missing.jsonl", &[])
+        .env("EDGEFORGE_CACHE", &empty)
+        .output()
+        .unwrap();
+    let run = Run::new(out, &sc.path("missing.jsonl"));
+    assert_ne!(run.code, 0, "{}", run.dump());
+    let host = "node0";
+    assert_eq!(run.status(host, "k3s binary"), "failed", "{}", run.dump());
+    for step in ["config first", "what is installed", "after"] {
+        assert_eq!(run.status(host, step), "missing", "{step}: {}", run.dump());
+    }
+    let failed = run
+        .steps(Some(host))
+        .find(|e| e["step"] == "k3s binary")
+        .and_then(|e| e["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(failed.contains("lacks k3s v1.34.2+k3s1"), "{failed}");
+    let root = fleet.node(0).root();
+    assert!(!root.join("config.yaml").exists() && !root.join("after").exists());
 }

@@ -56,6 +56,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::data::DataDir;
 use crate::facts::Facts;
+use crate::playbook::kinds::artifact::ArtifactParams;
 use crate::playbook::kinds::flow::FlushHandlersParams;
 use crate::playbook::kinds::{Conn, Prepared, Reach, StepEnv, StepError, StepReport, TaskData};
 use crate::playbook::{Playbook, Step, TargetKind};
@@ -761,6 +762,10 @@ impl Shared {
                     .pending_handlers(&pb.name)
             })
             .unwrap_or_default();
+        if let Some(i) = self.missing_artifact(run, &pb) {
+            // Run (and fail) that step first, with its usual events and message.
+            self.run_step(run, &pb, &pb.steps[i], false, None).await?;
+        }
         let mut probed = self.probe_placements(run, &pb).await;
         // A probe is only true until a step changes something.
         let mut dirty = false;
@@ -829,6 +834,35 @@ impl Shared {
             Some(j) => j.lock().unwrap_or_else(|p| p.into_inner()).append(record),
             None => Ok(()),
         }
+    }
+
+    /// The first selected `artifact` step whose file the controller's cache
+    /// lacks, found before the task's first step runs: a missing k3s binary
+    /// then fails the task before it has placed any of the node's other k3s
+    /// files. Steps whose `when` or parameters depend on what earlier steps
+    /// record cannot be judged yet and are left to the walk.
+    fn missing_artifact(&self, run: &TaskRun<'_>, pb: &Playbook) -> Option<usize> {
+        pb.steps.iter().position(|step| {
+            if !step.kind.as_any().is::<ArtifactParams>()
+                || !step.selected(&self.opts.tags, &self.opts.skip_tags)
+            {
+                return false;
+            }
+            let env = self.step_env(run, pb, step);
+            if let Some(w) = &step.when
+                && !matches!(self.renderer.eval_when(&env.origin, w, &run.ctx), Ok(true))
+            {
+                return false;
+            }
+            let origin = env.origin.clone();
+            let Ok(kind) = step.kind.render(
+                &mut |v| env.renderer.render_value(&origin, v, env.ctx),
+                &env.origin,
+            ) else {
+                return false;
+            };
+            kind.content(&env).is_err()
+        })
     }
 
     /// Renders the steps of a host playbook that place files and learns, in
