@@ -670,7 +670,10 @@ pub fn hypervisor_ssh_target(
     let mut target = match &node {
         Some(view) => {
             let name = view.node.name.as_str();
-            let vms = lab_vms(inv, &std::iter::once(name).collect())?;
+            let vms = match view.node.machine {
+                Machine::Libvirt { .. } => lab_vms(inv, &std::iter::once(name).collect())?,
+                _ => BTreeMap::new(),
+            };
             match vms.get(name) {
                 Some(vm) => {
                     let mut t = ssh_target(inv, view, Some(vm.keys.identity.clone()))?;
