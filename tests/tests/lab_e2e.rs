@@ -392,10 +392,8 @@ fn remote_hypervisor(keys: &Path, port: u16) {
             user: "root".into(),
             authorized_key: std::fs::read_to_string(keys.join("id_ed25519.pub")).expect("key"),
             host_key_private: std::fs::read_to_string(&host_key).expect("host key"),
-            host_key_public: std::fs::read_to_string(host_key.with_extension("pub"))
-                .unwrap_or_else(|_| {
-                    std::fs::read_to_string(format!("{}.pub", host_key.display())).expect("pub")
-                }),
+            host_key_public: std::fs::read_to_string(format!("{}.pub", host_key.display()))
+                .expect("host public key"),
             cluster: None,
         };
         let spec = VmSpec {
